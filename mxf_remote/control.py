@@ -1,0 +1,396 @@
+"""The control files: what the qmail administrator said, read once per delivery.
+
+Reading rules follow qmail's ``control.c`` where qmail has a rule, and spec §2 where it
+has a stricter one:
+
+* a file that does not exist takes its default (the administrator said nothing);
+* a single-value file is its first line with trailing space, tab and LF stripped;
+* a file that exists but cannot be read or parsed is an error that names the file, the
+  line and the problem.  It becomes ``ZUnable to read control files. (#4.3.0)`` plus
+  that line: the message is deferred, never bounced, and the log tells the
+  administrator exactly what to fix.
+
+qmail keeps a carriage return (CRLF files written on another system) as part of the
+value, which later shows up as an unreachable relay or a missing program.  We refuse a
+line that ends in CR with an error that says so, instead of failing somewhere obscure.
+
+This module imports nothing heavy: the protocol clients use its primitives too, and they
+start once per delivery.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_HOME = "/var/qmail"
+S6_COMMAND_DIR = "/package/net/s6-networking/command"
+
+MAX_CONTROL_FILE_BYTES = 16 * 1024 * 1024
+MAX_PROTOCOLS = 16
+
+DEFAULT_PROTOCOLS = (
+    "qmtps:6209:-1:Y:N:mxf-remote-qmtpc\n"
+    "qmtp:209:1:N:N:mxf-remote-qmtpc\n"
+    "smtp:25:0:N:Y:mxf-remote-smtpc\n"
+)
+
+
+class ControlError(Exception):
+    """A control file exists but cannot be used: names the file, the line and the problem."""
+
+    def __init__(self, name: str, line: int | None, problem: str) -> None:
+        self.name = name
+        self.line = line
+        self.problem = problem
+        super().__init__(self.detail())
+
+    def detail(self) -> str:
+        """``control/NAME line N: problem`` (without a line number when none applies)."""
+        where = f"control/{self.name}" + (f" line {self.line}" if self.line else "")
+        return f"{where}: {self.problem}"
+
+
+def qmail_home() -> str:
+    """The qmail home: ``$MXF_QMAIL`` when set and not empty, else ``/var/qmail``."""
+    return os.environ.get("MXF_QMAIL") or DEFAULT_HOME
+
+
+# ---------------------------------------------------------------------------------------
+# Primitives shared with the protocol clients
+
+
+def read_lines(home: str, name: str) -> list[str] | None:
+    """Every line of ``control/NAME`` with trailing space/tab stripped; None if absent.
+
+    Bytes are decoded as UTF-8 with surrogate escapes (as the OS decodes argv), so no
+    byte sequence makes this fail.  A line ending in CR is an error (see module doc).
+    """
+    path = os.path.join(home, "control", name)
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_CONTROL_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise ControlError(name, None, f"cannot read: {error.strerror or error}") from None
+    if len(data) > MAX_CONTROL_FILE_BYTES:
+        raise ControlError(name, None, f"larger than {MAX_CONTROL_FILE_BYTES} bytes")
+    lines = data.decode("utf-8", "surrogateescape").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    stripped = []
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip(" \t")
+        if line.endswith("\r"):
+            raise ControlError(name, number, "line ends in a carriage return (CRLF line ends?)")
+        stripped.append(line)
+    return stripped
+
+
+def read_first_line(home: str, name: str) -> str | None:
+    """The first line of ``control/NAME`` (qmail's ``control_readline``); None if absent."""
+    lines = read_lines(home, name)
+    if lines is None:
+        return None
+    return lines[0] if lines else ""
+
+
+def parse_decimal(name: str, line: int, text: str, *, low: int, high: int, unit: str) -> int:
+    """A whole number in ``low..high`` written in plain decimal, or a ControlError."""
+    if not text:
+        raise ControlError(name, line, f"empty, expected a whole number of {unit}")
+    if not (text.isascii() and text.isdigit()):
+        raise ControlError(name, line, f"{text[:40]!r} is not a whole number of {unit}")
+    if len(text) > 12 or not low <= int(text) <= high:
+        raise ControlError(name, line, f"{text[:40]} is outside {low}..{high} {unit}")
+    return int(text)
+
+
+def read_number(home: str, name: str, default: int, *, low: int, high: int, unit: str) -> int:
+    """A single-number control file (``timeoutconnect``, ``timeoutremote``...)."""
+    text = read_first_line(home, name)
+    if text is None:
+        return default
+    return parse_decimal(name, 1, text, low=low, high=high, unit=unit)
+
+
+# ---------------------------------------------------------------------------------------
+# Programs
+
+
+def is_executable_file(path: str) -> bool:
+    """True for a regular file we may execute (what ``execv`` needs)."""
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def find_program(name: str, beside: str) -> str | None:
+    """Where the program ``name`` is: a path as given, else beside us, else on ``PATH``."""
+    if "/" in name:
+        return name if is_executable_file(name) else None
+    for directory in [beside, *os.environ.get("PATH", os.defpath).split(os.pathsep)]:
+        candidate = os.path.join(directory or ".", name)
+        if is_executable_file(candidate):
+            return os.path.abspath(candidate)
+    return None
+
+
+def tls_client_default(s6_name: str, ours: str) -> str:
+    """s6-networking's client when installed (slashpackage), else the one we ship."""
+    s6_path = os.path.join(S6_COMMAND_DIR, s6_name)
+    return s6_path if is_executable_file(s6_path) else ours
+
+
+# ---------------------------------------------------------------------------------------
+# control/protocols
+
+
+@dataclass(frozen=True, slots=True)
+class Protocol:
+    """One line of ``control/protocols``, with its programs found on this machine."""
+
+    service: str
+    default_port: int
+    slice: int
+    implicit_tls: bool
+    explicit_tls: bool
+    program: str
+    """The program as written in the file."""
+    program_path: str | None = None
+    tls_client_path: str | None = None
+    """The implicit or explicit TLS client this protocol runs under, when it needs one."""
+    unusable_reason: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """True when the program (and its TLS client, if any) is installed."""
+        return self.unusable_reason is None
+
+
+def parse_yes_no(name: str, line: int, text: str, what: str) -> bool:
+    """``Y`` or ``N`` (either case), or a ControlError."""
+    if text in ("Y", "y"):
+        return True
+    if text in ("N", "n"):
+        return False
+    raise ControlError(name, line, f"{what} must be Y or N, not {text[:20]!r}")
+
+
+def _valid_service(label: str) -> bool:
+    return (
+        0 < len(label) <= 63
+        and label.isascii()
+        and all(c.isalnum() or c == "-" for c in label)
+        and not label.startswith("-")
+    )
+
+
+def parse_protocols(lines: list[str], name: str = "protocols") -> list[Protocol]:
+    """The protocol table: ``service:defport:slice:implicitTLS:explicitTLS:program``."""
+    protocols: list[Protocol] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split(":")
+        if len(fields) != 6:
+            raise ControlError(
+                name,
+                number,
+                f"{len(fields)} fields, expected 6 "
+                "(service:defport:slice:implicitTLS:explicitTLS:program)",
+            )
+        service, port_text, slice_text, implicit_text, explicit_text, program = fields
+        if not _valid_service(service):
+            raise ControlError(name, number, f"service {service[:40]!r} is not a DNS label")
+        if service.lower() in seen:
+            raise ControlError(name, number, f"service {service} is listed twice")
+        port = parse_decimal(name, number, port_text, low=1, high=65535, unit="(port)")
+        if slice_text == "-1":
+            mxps_slice = -1
+        else:
+            mxps_slice = parse_decimal(name, number, slice_text, low=0, high=15, unit="(slice)")
+        implicit = parse_yes_no(name, number, implicit_text, "implicitTLS")
+        explicit = parse_yes_no(name, number, explicit_text, "explicitTLS")
+        if implicit and explicit:
+            raise ControlError(name, number, "implicitTLS and explicitTLS are both Y")
+        if not program:
+            raise ControlError(name, number, "the program field is empty")
+        if len(protocols) == MAX_PROTOCOLS:
+            raise ControlError(name, number, f"more than {MAX_PROTOCOLS} protocols")
+        seen.add(service.lower())
+        protocols.append(
+            Protocol(service.lower(), port, mxps_slice, implicit, explicit, program)
+        )
+    return protocols
+
+
+def install_protocol(
+    protocol: Protocol, beside: str, tls_client: str, ucspi_tls_client: str
+) -> Protocol:
+    """The protocol with its programs looked up; unusable when one is not installed."""
+    program_path = find_program(protocol.program, beside)
+    if program_path is None:
+        return _unusable(protocol, f"program {protocol.program} is not installed")
+    tls_name = (
+        tls_client if protocol.implicit_tls else ucspi_tls_client if protocol.explicit_tls else ""
+    )
+    tls_path = None
+    if tls_name:
+        tls_path = find_program(tls_name, beside)
+        if tls_path is None:
+            return _unusable(protocol, f"TLS client {tls_name} is not installed")
+    return Protocol(
+        protocol.service,
+        protocol.default_port,
+        protocol.slice,
+        protocol.implicit_tls,
+        protocol.explicit_tls,
+        protocol.program,
+        program_path,
+        tls_path,
+    )
+
+
+def _unusable(protocol: Protocol, reason: str) -> Protocol:
+    return Protocol(
+        protocol.service,
+        protocol.default_port,
+        protocol.slice,
+        protocol.implicit_tls,
+        protocol.explicit_tls,
+        protocol.program,
+        unusable_reason=reason,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# control/<service>routes
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a routes file sends a host: a relay (name or literal) and maybe a port."""
+
+    relay: str
+    port: int | None
+
+
+def parse_route_value(name: str, line: int, value: str) -> Route | None:
+    """``relay[:port]`` or ``[ipv6]:port``; an empty value means "no route" (None)."""
+    if not value:
+        return None
+    if value.startswith("["):
+        close = value.find("]")
+        if close < 0:
+            raise ControlError(name, line, f"relay {value[:60]!r} has [ without ]")
+        relay, rest = value[: close + 1], value[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ControlError(name, line, f"unexpected {rest[:20]!r} after {relay}")
+        port_text = rest[1:] if rest else None
+    else:
+        relay, _, port_text_or_empty = value.partition(":")
+        port_text = port_text_or_empty if ":" in value else None
+    if not relay:
+        raise ControlError(name, line, "a port without a relay")
+    if any(c.isspace() for c in relay) or not relay.isprintable():
+        raise ControlError(name, line, f"relay {relay[:60]!r} contains blanks or control bytes")
+    port = None
+    if port_text is not None:
+        port = parse_decimal(name, line, port_text, low=1, high=65535, unit="(port)")
+    return Route(relay, port)
+
+
+def parse_routes(lines: list[str], name: str) -> dict[bytes, Route | None]:
+    """A routes table keyed by the lower-cased domain or ``.suffix`` (bytes, ASCII case).
+
+    As in qmail's ``constmap``: the key is everything before the first colon, lines
+    without a colon are ignored, and for a key given twice the last line wins.
+    """
+    table: dict[bytes, Route | None] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line or line.startswith("#") or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        table[_route_key(key)] = parse_route_value(name, number, value)
+    return table
+
+
+def _route_key(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape").lower()
+
+
+def lookup_route(table: dict[bytes, Route | None], host: str) -> Route | None:
+    """qmail's smtproutes lookup: exact host, ``.suffix`` longest first, then ``""``.
+
+    The first key found decides, also when its relay is empty (which means "no route,
+    use DNS"): ``.af.mil:`` before ``:heaven.af.mil`` keeps *.af.mil on their MX.
+    """
+    key = _route_key(host)
+    if key in table:
+        return table[key]
+    for position, byte in enumerate(key):
+        if byte == ord(".") and key[position:] in table:
+            return table[key[position:]]
+    return table.get(b"")
+
+
+# ---------------------------------------------------------------------------------------
+# Everything mxf-remote reads
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """What ``mxf-remote`` needs from the control files, every default applied."""
+
+    home: str
+    timeout_connect: float
+    """Seconds: the whole connection race, from its first attempt."""
+    connect_delay: float
+    """Seconds: RFC 8305 Connection Attempt Delay (read in ms, clamped to 10..2000)."""
+    timeout_dns: float
+    """Seconds: the whole resolution phase."""
+    protocols: tuple[Protocol, ...]
+    """Every protocol of ``control/protocols`` in order, usable or not."""
+    routes: dict[str, dict[bytes, Route | None]] = field(default_factory=dict)
+    """Routes tables by service, for the usable protocols whose routes file exists."""
+
+    @property
+    def usable_protocols(self) -> tuple[Protocol, ...]:
+        """The protocols that are installed, in preference order."""
+        return tuple(p for p in self.protocols if p.usable)
+
+
+def read_control(home: str, beside: str) -> Control:
+    """Read every control file mxf-remote uses; ControlError on the first bad one."""
+    timeout_connect = read_number(home, "timeoutconnect", 60, low=1, high=86400, unit="seconds")
+    delay_ms = read_number(home, "connectdelay", 250, low=0, high=10**9, unit="milliseconds")
+    timeout_dns = read_number(home, "timeoutdns", 30, low=1, high=86400, unit="seconds")
+    tls_client = read_first_line(home, "tlsclient") or tls_client_default(
+        "s6-tlsc", "mxf-remote-tlsc"
+    )
+    ucspi_tls_client = read_first_line(home, "ucspitlsclient") or tls_client_default(
+        "s6-ucspitlsc", "mxf-remote-ucspitlsc"
+    )
+    lines = read_lines(home, "protocols")
+    if lines is None:
+        lines = DEFAULT_PROTOCOLS.splitlines()
+    protocols = tuple(
+        install_protocol(p, beside, tls_client, ucspi_tls_client) for p in parse_protocols(lines)
+    )
+    routes: dict[str, dict[bytes, Route | None]] = {}
+    for protocol in protocols:
+        if protocol.usable:
+            route_lines = read_lines(home, f"{protocol.service}routes")
+            if route_lines is not None:
+                routes[protocol.service] = parse_routes(
+                    route_lines, f"{protocol.service}routes"
+                )
+    return Control(
+        home=home,
+        timeout_connect=float(timeout_connect),
+        connect_delay=min(max(delay_ms, 10), 2000) / 1000,
+        timeout_dns=float(timeout_dns),
+        protocols=protocols,
+        routes=routes,
+    )

@@ -377,6 +377,7 @@ class DnsProxy:
         rule = self._match(qname, qtype, transport)
         if rule is not None and rule.dropped:
             return None, rule
+        answer: bytes | None
         if rule is not None and rule.rcode_value is not None:
             answer = dnswire.make_error_response(query, rule.rcode_value)
         elif rule is not None and rule.truncated and transport == "udp":

@@ -162,6 +162,8 @@ class Question:
 class Record:
     """One resource record; `data` is decoded for common types, raw bytes otherwise.
 
+    Names (owner and in rdata) are lower case without a trailing dot.
+
     Decoded forms: A/AAAA -> address str; NS/CNAME/PTR -> name str; MX -> (pref, name);
     SRV -> (priority, weight, port, target); SOA -> (mname, rname, serial, refresh, retry,
     expire, minimum); TXT -> tuple of bytes strings.
@@ -237,6 +239,7 @@ def build_query(
 
 
 def _decode_rdata(msg: bytes, rtype: int, start: int, rdlen: int) -> object:
+    """Decode rdata; names are lower-cased (compression may copy the query's case)."""
     rdata = msg[start : start + rdlen]
     result: object = rdata
     if rtype == QTYPES["A"] and rdlen == 4:
@@ -244,17 +247,17 @@ def _decode_rdata(msg: bytes, rtype: int, start: int, rdlen: int) -> object:
     elif rtype == QTYPES["AAAA"] and rdlen == 16:
         result = str(ipaddress.IPv6Address(rdata))
     elif rtype in (QTYPES["NS"], QTYPES["CNAME"], QTYPES["PTR"]):
-        result = _decode_name(msg, start)[0]
+        result = _decode_name(msg, start)[0].lower()
     elif rtype == QTYPES["MX"]:
         (pref,) = struct.unpack_from("!H", msg, start)
-        result = (pref, _decode_name(msg, start + 2)[0])
+        result = (pref, _decode_name(msg, start + 2)[0].lower())
     elif rtype == QTYPES["SRV"]:
         prio, weight, port = struct.unpack_from("!HHH", msg, start)
-        result = (prio, weight, port, _decode_name(msg, start + 6)[0])
+        result = (prio, weight, port, _decode_name(msg, start + 6)[0].lower())
     elif rtype == QTYPES["SOA"]:
         mname, off = _decode_name(msg, start)
         rname, off = _decode_name(msg, off)
-        result = (mname, rname, *struct.unpack_from("!IIIII", msg, off))
+        result = (mname.lower(), rname.lower(), *struct.unpack_from("!IIIII", msg, off))
     elif rtype == QTYPES["TXT"]:
         parts: list[bytes] = []
         off = 0

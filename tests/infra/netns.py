@@ -89,9 +89,7 @@ def _require_netns() -> None:
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=_CMD_TIMEOUT, check=False
-    )
+    return subprocess.run(argv, capture_output=True, text=True, timeout=_CMD_TIMEOUT, check=False)
 
 
 def _run_checked(argv: list[str], what: str) -> None:

@@ -80,8 +80,8 @@ def read_lines(home: str, name: str) -> list[str] | None:
     if lines and lines[-1] == "":
         lines.pop()
     stripped = []
-    for number, line in enumerate(lines, start=1):
-        line = line.rstrip(" \t")
+    for number, raw_line in enumerate(lines, start=1):
+        line = raw_line.rstrip(" \t")
         if line.endswith("\r"):
             raise ControlError(name, number, "line ends in a carriage return (CRLF line ends?)")
         stripped.append(line)
@@ -219,9 +219,7 @@ def parse_protocols(lines: list[str], name: str = "protocols") -> list[Protocol]
         if len(protocols) == MAX_PROTOCOLS:
             raise ControlError(name, number, f"more than {MAX_PROTOCOLS} protocols")
         seen.add(service.lower())
-        protocols.append(
-            Protocol(service.lower(), port, mxps_slice, implicit, explicit, program)
-        )
+        protocols.append(Protocol(service.lower(), port, mxps_slice, implicit, explicit, program))
     return protocols
 
 
@@ -383,9 +381,7 @@ def read_control(home: str, beside: str) -> Control:
         if protocol.usable:
             route_lines = read_lines(home, f"{protocol.service}routes")
             if route_lines is not None:
-                routes[protocol.service] = parse_routes(
-                    route_lines, f"{protocol.service}routes"
-                )
+                routes[protocol.service] = parse_routes(route_lines, f"{protocol.service}routes")
     return Control(
         home=home,
         timeout_connect=float(timeout_connect),

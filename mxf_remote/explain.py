@@ -1,0 +1,119 @@
+"""Why nothing connected: the failed race turned into exactly one report (spec §3).
+
+The race says only whether any attempt was started.  If one was, the answer is always
+``#4.4.1`` (retry later).  If none was, the reason is in what DNS said, and the choice
+of letter follows qmail-remote where it has a rule and "when in doubt, Z" where it does
+not:
+
+* a self-check that removed everything is #5.4.6, unless a lookup that might have found
+  a better exchanger failed temporarily;
+* a temporary MX failure is #4.1.2;
+* a null MX with no SRV target is #5.1.10;
+* exchangers (MX or SRV targets) without a single address: #4.1.2 if any of their
+  lookups failed temporarily, #5.4.4 if all failed hard;
+* no exchanger at all (implicit MX) and the host has no address: #4.1.2 or #5.1.2;
+* for a routed host, the same about the relays, naming the relay.
+
+Whenever exchangers *did* have addresses but no attempt was planned (for example every
+protocol their MXPS slice allows is uninstalled), the report is #4.4.1: the mail waits
+for the administrator rather than bouncing.
+"""
+
+from __future__ import annotations
+
+from mxf_remote.addresses import parse_literal
+from mxf_remote.knowledge import HARD, Answer, Knowledge, Status
+from mxf_remote.plan import (
+    Destination,
+    Plan,
+    declined_services,
+    is_null_mx,
+    relay_name,
+    usable_exchangers,
+    usable_srv_targets,
+)
+from mxf_remote.report import (
+    DNS_TEMPORARY,
+    NO_CONNECTION,
+    NO_EXCHANGER_ADDRESS,
+    SERVICE_DECLINED,
+    WE_ARE_BEST_MX,
+    Report,
+    no_such_host,
+    null_mx,
+)
+
+
+def explain_failure(
+    destination: Destination, knowledge: Knowledge, plan: Plan, started: int
+) -> Report:
+    """The one report for a race that produced no connection."""
+    if started:
+        return NO_CONNECTION
+    if destination.literal is not None:
+        return WE_ARE_BEST_MX if plan.self_cut else NO_CONNECTION
+    if destination.routes:
+        return _explain_routes(destination, knowledge)
+    return _explain_dns(destination, knowledge, plan)
+
+
+def _any_temporary(answers: list[Answer[object]]) -> bool:
+    return any(a.status in (Status.TEMPFAIL, Status.PENDING) for a in answers)
+
+
+def _address_answers(knowledge: Knowledge, names: list[str]) -> list[Answer[object]]:
+    answers: list[Answer[object]] = []
+    for name in names:
+        answers.extend(knowledge.address_answers(name))
+    return answers
+
+
+def _explain_routes(destination: Destination, knowledge: Knowledge) -> Report:
+    relays = [
+        relay_name(route.relay)
+        for _, route in destination.routes
+        if parse_literal(route.relay) is None
+    ]
+    answers = _address_answers(knowledge, relays)
+    if _any_temporary(answers):
+        return DNS_TEMPORARY
+    if relays and all(a.status in HARD for a in answers):
+        return no_such_host(destination.routes[0][1].relay)
+    return NO_CONNECTION
+
+
+def _explain_dns(destination: Destination, knowledge: Knowledge, plan: Plan) -> Report:
+    everything = _address_answers(knowledge, list(knowledge.ipv4))
+    if knowledge.mx is not None:
+        everything.append(knowledge.mx)
+    if plan.self_cut:
+        return DNS_TEMPORARY if _any_temporary(everything) else WE_ARE_BEST_MX
+    mx = knowledge.mx
+    if mx is None or mx.status in (Status.TEMPFAIL, Status.PENDING):
+        return DNS_TEMPORARY
+    declined = declined_services(knowledge)
+    offered = [p for p in destination.protocols if p.service not in declined]
+    if not offered:
+        return SERVICE_DECLINED
+    targets = []
+    for protocol in offered:
+        answer = knowledge.srv.get(protocol.service)
+        if answer is not None and answer.status is Status.OK:
+            targets += [record.target for record in usable_srv_targets(answer.records)]
+    if mx.status is Status.OK and is_null_mx(mx.records) and not targets:
+        return null_mx(destination.host)
+    targets += [record.exchange for record in usable_exchangers(mx.records)]
+    if not targets and not mx.records:
+        host = relay_name(destination.host)
+        answers = _address_answers(knowledge, [host])
+        if _any_temporary(answers):
+            return DNS_TEMPORARY
+        if all(a.status in HARD for a in answers):
+            return no_such_host(destination.host)
+        return NO_CONNECTION
+    answers = _address_answers(knowledge, targets)
+    if any(a.status is Status.OK for a in answers):
+        return NO_CONNECTION
+    if _any_temporary(answers):
+        return DNS_TEMPORARY
+    return NO_EXCHANGER_ADDRESS

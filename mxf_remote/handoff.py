@@ -1,0 +1,139 @@
+"""The handoff: become the protocol client, with the connection on fds 6 and 7 (spec §6).
+
+This runs after the event loop is closed, in the same process, and ends in ``execve``:
+the client keeps our pid, which is the pid qmail-rspawn waits for, and its exit status
+and reports are what rspawn sees.  What the client inherits is exactly what a UCSPI-TCP
+client (tcpclient, s6-tcpclient) would give it:
+
+* fds 6 (read) and 7 (write) are two descriptors of the connected socket, in blocking
+  mode and inheritable; every other descriptor above 2 is closed.  fds 0, 1 and 2 are
+  untouched, and fd 0 -- the queued message -- is never read or seeked: the client shares
+  its file offset and must read it from 0;
+* ``PROTO=TCP`` and ``TCPLOCALIP``/``TCPLOCALPORT``/``TCPREMOTEIP``/``TCPREMOTEPORT``
+  (IPv6 compressed, no brackets, as s6-tcpclient writes them); every other UCSPI or
+  UCSPI-TLS variable the caller may have had is removed, so none can leak in;
+  ``MXFHOST`` and ``MXFPROTOCOL`` say which exchanger and protocol won;
+* signals as qmail-rspawn gives them to qmail-remote: SIGPIPE ignored, every other signal
+  at its default (Python itself ignores SIGXFSZ, and an embedding runtime may have set
+  more), and the signal mask we inherited.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
+
+from mxf_remote.output import finish
+from mxf_remote.plan import Attempt
+from mxf_remote.report import cannot_run
+
+NETWORK_READ_FD = 6
+NETWORK_WRITE_FD = 7
+
+REMOVED_VARIABLES = (
+    "TCPLOCALHOST",
+    "TCPREMOTEHOST",
+    "TCPREMOTEINFO",
+    "SSLCTLFD",
+    "SSLREADFD",
+    "SSLWRITEFD",
+)
+REMOVED_PREFIXES = ("TCP6",)
+
+
+def client_argv(attempt: Attempt, arguments: Sequence[str]) -> list[str]:
+    """``program host sender recip...``, wrapped in the protocol's TLS client if it has one."""
+    protocol = attempt.protocol
+    assert protocol.program_path is not None
+    argv = [protocol.program_path, *arguments]
+    if protocol.tls_client_path is not None:
+        name = ["-k", attempt.exchanger] if attempt.named else []
+        argv = [protocol.tls_client_path, *name, "--", *argv]
+    return argv
+
+
+def client_environment(
+    environ: Mapping[str, str], attempt: Attempt, local: tuple[str, int], remote: tuple[str, int]
+) -> dict[str, str]:
+    """The caller's environment with the UCSPI-TCP variables of this connection."""
+    env = {
+        key: value
+        for key, value in environ.items()
+        if key not in REMOVED_VARIABLES and not key.startswith(REMOVED_PREFIXES)
+    }
+    env.update(
+        PROTO="TCP",
+        TCPLOCALIP=local[0],
+        TCPLOCALPORT=str(local[1]),
+        TCPREMOTEIP=remote[0],
+        TCPREMOTEPORT=str(remote[1]),
+        MXFHOST=attempt.exchanger,
+        MXFPROTOCOL=attempt.protocol.service,
+    )
+    return env
+
+
+def place_connection(fd: int) -> None:
+    """Put the socket ``fd`` on fds 6 and 7 (blocking, inheritable); close the rest above 2."""
+    if fd in (NETWORK_READ_FD, NETWORK_WRITE_FD):
+        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, NETWORK_WRITE_FD + 1)
+        os.close(fd)
+        fd = moved
+    os.dup2(fd, NETWORK_READ_FD)
+    os.dup2(fd, NETWORK_WRITE_FD)
+    os.close(fd)
+    os.set_blocking(NETWORK_READ_FD, True)
+    os.closerange(3, NETWORK_READ_FD)
+    os.closerange(NETWORK_WRITE_FD + 1, _descriptor_limit())
+
+
+def _descriptor_limit() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 65536
+
+
+def restore_signals(inherited_mask: set[int | signal.Signals]) -> None:
+    """SIGPIPE ignored, every other signal default, the inherited mask back in place."""
+    for number in signal.valid_signals():
+        if number in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(number, signal.SIG_IGN if number == signal.SIGPIPE else signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            continue
+    signal.pthread_sigmask(signal.SIG_SETMASK, inherited_mask)
+
+
+def _peer_addresses(sock: socket.socket) -> tuple[tuple[str, int], tuple[str, int]]:
+    local = sock.getsockname()
+    remote = sock.getpeername()
+    return (local[0], local[1]), (remote[0], remote[1])
+
+
+def hand_off(
+    sock: socket.socket,
+    attempt: Attempt,
+    arguments: Sequence[str],
+    *,
+    environ: Mapping[str, str],
+    inherited_mask: set[int | signal.Signals],
+) -> NoReturn:
+    """Exec the protocol client of ``attempt`` on ``sock``; a failed exec is a Z report."""
+    argv = client_argv(attempt, arguments)
+    try:
+        local, remote = _peer_addresses(sock)
+    except OSError as error:  # the peer reset the connection between connect and now
+        finish(cannot_run(argv[0], f"connection lost before exec: {error.strerror}").encode())
+    env = client_environment(environ, attempt, local, remote)
+    place_connection(sock.detach())
+    restore_signals(inherited_mask)
+    try:
+        os.execve(argv[0], argv, env)
+    except OSError as error:
+        finish(cannot_run(argv[0], error.strerror or str(error)).encode())

@@ -1,0 +1,377 @@
+"""The plan: which (protocol, exchanger, address, port) to try, in which order.
+
+Planning is pure: ``build_plan`` maps what the control files said and what DNS has
+answered *so far* to an ordered tuple of entries, and is simply run again whenever a new
+answer arrives.  An entry is an ``Attempt``, or a ``Waiting`` marker that stands where
+the attempts of a still-outstanding lookup will go; the race (``race.py``) holds later
+attempts back behind a marker for at most one connection delay.
+
+The order, spec §4, in the words of the standards behind it:
+
+1. **SRV first** (RFC 2782), protocol by protocol in ``control/protocols`` order:
+   priority ascending, weighted random within a priority.  A lone SRV record with
+   target "." says the domain does not offer that protocol at all: it is dropped from
+   the whole plan, MX included.
+2. **Then MX** (RFC 5321 §5.1): preference ascending, equal preferences in random order.
+   MXPS (cr.yp.to/im/mxps.html) gives preferences 12800..13055 a *slice*, ``p & 15``;
+   an exchanger in slice s is tried with the protocols serving s, then (s != 0) with the
+   slice-0 protocols, the "if QMTP does not connect, use SMTP on the same host" rule.
+3. **Implicit MX**: no MX records and no SRV target: the host itself, preference 0,
+   with every protocol ("in default of any response to SRV or MX records, all
+   protocols are tried").
+4. Within one exchanger, protocol-major; addresses interleaved IPv6 first (RFC 8305 §4).
+5. **Self-check**: an address of this machine is never tried, and if one belongs to an
+   exchanger of MX preference p, every MX target of preference >= p goes too (qmail's
+   ipme cut: only strictly better exchangers may get the message).
+6. An (address, port) is tried once; the plan holds at most 64 attempts.
+
+Random choices (equal MX preferences, SRV weights) are made once, when the answer
+arrives (``order_mx_rfc5321``, ``order_srv_rfc2782``), so that re-planning never
+reshuffles attempts that are already under way.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mxf_remote.addresses import interleave_families_rfc8305, is_local, parse_literal
+from mxf_remote.control import Protocol, Route, lookup_route
+from mxf_remote.knowledge import MX, SRV, Knowledge, Status, dns_name
+
+MAX_ATTEMPTS = 64
+MAX_EXCHANGERS = 32
+"""Exchangers resolved per MX answer or per SRV answer: bounds the queries we send."""
+
+MXPS_FIRST, MXPS_LAST = 12800, 13055
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One connection attempt of the plan."""
+
+    protocol: Protocol
+    exchanger: str
+    """The exchanger's name (SNI and ``MXFHOST``), or the address for a literal."""
+    address: str
+    port: int
+    source: str
+    """Where it came from: ``srv``, ``mx``, ``implicit``, ``route`` or ``literal``."""
+    preference: int
+    """MX preference, SRV priority, or 0."""
+    named: bool = True
+    """False for a host literal: no name to verify a certificate against."""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """What makes two attempts the same connection."""
+        return (self.address, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Where attempts of a still-outstanding lookup will go."""
+
+    lookup: str
+
+
+Entry = Attempt | Waiting
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The ordered entries, and whether the self-check removed anything."""
+
+    entries: tuple[Entry, ...]
+    self_cut: bool = False
+
+    @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        """The attempts alone, in order."""
+        return tuple(e for e in self.entries if isinstance(e, Attempt))
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """What one delivery is addressed to, decided before any DNS."""
+
+    host: str
+    protocols: tuple[Protocol, ...]
+    """The usable protocols, in ``control/protocols`` order."""
+    literal: str | None = None
+    """The address when ``host`` is a literal."""
+    routes: tuple[tuple[Protocol, Route], ...] = ()
+    """Non-empty when a routes file sends this host to relays: then only these count."""
+
+
+# ---------------------------------------------------------------------------------------
+# Ordering rules (applied once, when an answer arrives)
+
+
+def order_mx_rfc5321(records: Iterable[MX], rng: random.Random) -> tuple[MX, ...]:
+    """RFC 5321 §5.1: preference ascending; equal preferences in random order."""
+    keyed = [(mx.preference, rng.random(), mx) for mx in records]
+    keyed.sort(key=lambda item: (item[0], item[1]))
+    return tuple(mx for _, _, mx in keyed)
+
+
+def order_srv_rfc2782(records: Iterable[SRV], rng: random.Random) -> tuple[SRV, ...]:
+    """RFC 2782: priority ascending; within a priority, repeated weighted random choice.
+
+    Zero-weight records are put first, so that they keep a small chance when others
+    have weight; a draw in [0, total] takes the first record whose running sum reaches
+    it, which is removed before the next draw.
+    """
+    by_priority: dict[int, list[SRV]] = {}
+    for record in records:
+        by_priority.setdefault(record.priority, []).append(record)
+    ordered: list[SRV] = []
+    for priority in sorted(by_priority):
+        group = by_priority[priority]
+        remaining = [r for r in group if r.weight == 0] + [r for r in group if r.weight]
+        while remaining:
+            draw = rng.randint(0, sum(r.weight for r in remaining))
+            running = 0
+            for index, record in enumerate(remaining):
+                running += record.weight
+                if running >= draw:
+                    ordered.append(remaining.pop(index))
+                    break
+    return tuple(ordered)
+
+
+def srv_declines_service(records: tuple[SRV, ...]) -> bool:
+    """RFC 2782: a single record with target "." — the service is decidedly not offered."""
+    return len(records) == 1 and records[0].target == ""
+
+
+def usable_srv_targets(records: tuple[SRV, ...]) -> tuple[SRV, ...]:
+    """The records worth resolving: a real target and a port other than 0."""
+    return tuple(r for r in records if r.target and r.port)[:MAX_EXCHANGERS]
+
+
+def is_null_mx(records: tuple[MX, ...]) -> bool:
+    """RFC 7505: the domain's MX set is a single ``MX 0 .``."""
+    return len(records) == 1 and records[0].exchange == ""
+
+
+def usable_exchangers(records: tuple[MX, ...]) -> tuple[MX, ...]:
+    """The MX records worth resolving (a null target among others is skipped)."""
+    return tuple(r for r in records if r.exchange)[:MAX_EXCHANGERS]
+
+
+def mxps_slice(preference: int) -> int:
+    """MXPS: preference 12800..13055 is in slice ``p & 15``; any other is slice 0."""
+    return preference & 15 if MXPS_FIRST <= preference <= MXPS_LAST else 0
+
+
+def protocols_for_slice(preference: int, protocols: tuple[Protocol, ...]) -> list[Protocol]:
+    """The protocols to try on an MX exchanger, in order (MXPS, with SMTP fallback).
+
+    A slice no protocol serves is treated as slice 0.
+    """
+    wanted = mxps_slice(preference)
+    serving = [p for p in protocols if p.slice == wanted]
+    if wanted == 0 or not serving:
+        return [p for p in protocols if p.slice == 0]
+    return serving + [p for p in protocols if p.slice == 0]
+
+
+# ---------------------------------------------------------------------------------------
+# Building the plan
+
+
+class _Builder:
+    """Collects entries in order, applying the self-check, dedup and the cap."""
+
+    def __init__(self, knowledge: Knowledge, local: frozenset[str]) -> None:
+        self.knowledge = knowledge
+        self.local = local
+        self.entries: list[Entry] = []
+        self.seen: set[tuple[str, int]] = set()
+        self.count = 0
+        self.self_cut = False
+
+    def full(self) -> bool:
+        return self.count >= MAX_ATTEMPTS
+
+    def addresses(self, name: str) -> tuple[list[str], bool]:
+        """Known addresses of ``name`` (interleaved) and whether a lookup is outstanding."""
+        ipv6, ipv4 = self.knowledge.address_answers(name)
+        found = list(ipv6.records) + list(ipv4.records)
+        return interleave_families_rfc8305(found), ipv6.pending or ipv4.pending
+
+    def add_target(
+        self,
+        name: str,
+        protocols: Iterable[Protocol],
+        *,
+        port: int | None,
+        source: str,
+        preference: int,
+        check_self: bool = True,
+    ) -> None:
+        addresses, pending = self.addresses(name)
+        for protocol in protocols:
+            for address in addresses:
+                self.add(
+                    Attempt(
+                        protocol, name, address, port or protocol.default_port, source, preference
+                    ),
+                    check_self,
+                )
+            if pending:
+                self.entries.append(Waiting(f"addresses of {name}"))
+
+    def add(self, attempt: Attempt, check_self: bool = True) -> None:
+        if self.full() or attempt.key in self.seen:
+            return
+        if check_self and is_local(attempt.address, self.local):
+            self.self_cut = True
+            return
+        self.seen.add(attempt.key)
+        self.entries.append(attempt)
+        self.count += 1
+
+    def plan(self) -> Plan:
+        return Plan(tuple(self.entries), self.self_cut)
+
+
+def build_plan(destination: Destination, knowledge: Knowledge, local: frozenset[str]) -> Plan:
+    """The plan for ``destination`` given what DNS has answered so far (spec §4)."""
+    builder = _Builder(knowledge, local)
+    if destination.literal is not None:
+        for protocol in destination.protocols:
+            builder.add(
+                Attempt(
+                    protocol,
+                    destination.literal,
+                    destination.literal,
+                    protocol.default_port,
+                    "literal",
+                    0,
+                    named=False,
+                )
+            )
+    elif destination.routes:
+        _plan_routes(builder, destination)
+    else:
+        _plan_dns(builder, destination, knowledge)
+    return builder.plan()
+
+
+def _plan_routes(builder: _Builder, destination: Destination) -> None:
+    """Routed: each routed protocol to its relay, A/AAAA only, no self-check."""
+    for protocol, route in destination.routes:
+        literal = parse_literal(route.relay)
+        if literal is not None:
+            builder.add(
+                Attempt(
+                    protocol,
+                    literal,
+                    literal,
+                    route.port or protocol.default_port,
+                    "route",
+                    0,
+                    named=False,
+                ),
+                check_self=False,
+            )
+        else:
+            builder.add_target(
+                relay_name(route.relay),
+                [protocol],
+                port=route.port,
+                source="route",
+                preference=0,
+                check_self=False,
+            )
+
+
+def relay_name(relay: str) -> str:
+    """The DNS name of a relay (or host) as the knowledge stores it."""
+    return dns_name(relay)
+
+
+def declined_services(knowledge: Knowledge) -> set[str]:
+    """Services whose SRV answer is a lone "." (not offered by this domain)."""
+    return {
+        s
+        for s, a in knowledge.srv.items()
+        if a.status is Status.OK and srv_declines_service(a.records)
+    }
+
+
+def _plan_dns(builder: _Builder, destination: Destination, knowledge: Knowledge) -> None:
+    declined = declined_services(knowledge)
+    offered = tuple(p for p in destination.protocols if p.service not in declined)
+    srv_targets = 0
+    for protocol in offered:
+        answer = knowledge.srv.get(protocol.service)
+        if answer is None:
+            continue
+        if answer.pending:
+            builder.entries.append(Waiting(f"SRV _{protocol.service}._tcp"))
+            continue
+        for srv in usable_srv_targets(answer.records):
+            srv_targets += 1
+            builder.add_target(
+                srv.target, [protocol], port=srv.port, source="srv", preference=srv.priority
+            )
+    mx = knowledge.mx
+    if mx is None or mx.status is Status.TEMPFAIL:
+        return
+    if mx.pending:
+        builder.entries.append(Waiting("MX"))
+        return
+    exchangers = usable_exchangers(mx.records)
+    if exchangers:
+        cut = self_cut_preference(exchangers, knowledge, builder.local)
+        for record in exchangers:
+            if cut is not None and record.preference >= cut:
+                builder.self_cut = True
+                break
+            builder.add_target(
+                record.exchange,
+                protocols_for_slice(record.preference, offered),
+                port=None,
+                source="mx",
+                preference=record.preference,
+            )
+    elif not mx.records and srv_targets == 0:
+        host = relay_name(destination.host)
+        ipv6, ipv4 = knowledge.address_answers(host)
+        if any(is_local(a, builder.local) for a in ipv6.records + ipv4.records):
+            builder.self_cut = True
+            return
+        builder.add_target(host, offered, port=None, source="implicit", preference=0)
+
+
+def self_cut_preference(
+    exchangers: tuple[MX, ...], knowledge: Knowledge, local: frozenset[str]
+) -> int | None:
+    """qmail's ``prefme``: the best preference at which one of our addresses is listed."""
+    best: int | None = None
+    for record in exchangers:
+        ipv6, ipv4 = knowledge.address_answers(record.exchange)
+        if any(is_local(a, local) for a in ipv6.records + ipv4.records) and (
+            best is None or record.preference < best
+        ):
+            best = record.preference
+    return best
+
+
+def make_destination(
+    host: str, protocols: tuple[Protocol, ...], routes: dict[str, dict[bytes, Route | None]]
+) -> Destination:
+    """Routes first (a literal can be a routes key, as in qmail), then literal, then DNS."""
+    routed = []
+    for protocol in protocols:
+        table = routes.get(protocol.service)
+        route = lookup_route(table, host) if table else None
+        if route is not None:
+            routed.append((protocol, route))
+    if routed:
+        return Destination(host, protocols, routes=tuple(routed))
+    return Destination(host, protocols, literal=parse_literal(host))

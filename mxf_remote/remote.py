@@ -1,0 +1,140 @@
+"""``mxf-remote host sender recip...``: the dispatcher's main, wiring the phases.
+
+    argv, env -> control -> destination -> [event loop: resolve + race] -> handoff | report
+
+Every path ends in ``handoff.hand_off`` (exec of the protocol client) or in
+``output.finish`` (one NUL-terminated report, exit 0).  Anything unexpected is caught
+at the top and deferred with ``Zmxf-remote internal error``: a Python traceback exits 1,
+which qmail-rspawn turns into a bounce.
+
+Imports are lean on purpose: this process starts once per delivery.  asyncio, aiodns
+and uvloop are imported only when the loop phase begins.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import NoReturn
+
+from mxf_remote import trace as _trace
+from mxf_remote.output import finish
+from mxf_remote.report import Report
+
+
+def main() -> NoReturn:
+    """Console entry point: never raises, never returns."""
+    try:
+        deliver(sys.argv)
+    except BaseException as error:
+        from mxf_remote.report import internal_error
+
+        finish(internal_error(error).encode())
+
+
+def _stop(report: Report, trace: _trace.Trace | None = None) -> NoReturn:
+    if trace is not None:
+        trace.event("report", letter=report.letter, text=report.text.decode("latin-1"))
+        _flush_trace(trace)
+    finish(report.encode())
+
+
+def _flush_trace(trace: _trace.Trace) -> None:
+    path = os.environ.get("MXF_TRACE")
+    if path:
+        trace.append_to(path)
+
+
+def _descriptor_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def deliver(argv: list[str]) -> NoReturn:
+    """Everything mxf-remote does for one delivery."""
+    from mxf_remote import report
+
+    inherited_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    arguments = argv[1:]
+    if len(arguments) < 3:
+        _stop(report.USAGE)
+    if not _descriptor_open(0):
+        _stop(report.NO_MESSAGE)
+    trace = _trace.Trace(enabled=bool(os.environ.get("MXF_TRACE")))
+    trace.event("start", argv=arguments[:3])
+
+    from mxf_remote.control import ControlError, qmail_home, read_control
+
+    home = qmail_home()
+    try:
+        os.chdir(home)
+    except OSError:
+        _stop(report.NO_HOME, trace)
+    beside = os.path.dirname(os.path.abspath(argv[0]))
+    try:
+        control = read_control(home, beside)
+    except ControlError as error:
+        _stop(report.control_error(error.detail()), trace)
+    protocols = control.usable_protocols
+    if not protocols:
+        _stop(report.NO_PROTOCOL, trace)
+
+    from mxf_remote.plan import make_destination
+
+    host = arguments[0]
+    destination = make_destination(host, protocols, control.routes)
+    nameservers = _nameservers(trace)
+    local = _local_addresses(trace)
+    trace.event("control_read", protocols=[p.service for p in protocols])
+
+    from mxf_remote.dispatch import run_dispatch
+    from mxf_remote.race import Won
+
+    dispatched = run_dispatch(destination, control, nameservers, local=local, trace=trace)
+    outcome = dispatched.outcome
+    if isinstance(outcome, Won):
+        from mxf_remote.handoff import hand_off
+
+        trace.event("handoff", program=outcome.attempt.protocol.program)
+        _flush_trace(trace)
+        hand_off(
+            outcome.connection,  # type: ignore[arg-type]
+            outcome.attempt,
+            arguments,
+            environ=os.environ,
+            inherited_mask=inherited_mask,
+        )
+
+    from mxf_remote.explain import explain_failure
+
+    _stop(
+        explain_failure(destination, dispatched.knowledge, dispatched.plan, outcome.started),
+        trace,
+    )
+
+
+def _nameservers(trace: _trace.Trace) -> list[str]:
+    from mxf_remote import report
+    from mxf_remote.resolver import nameservers_from_env, nameservers_from_resolv_conf
+
+    configured = os.environ.get("MXF_NAMESERVERS")
+    if configured is None:
+        return nameservers_from_resolv_conf()
+    try:
+        return nameservers_from_env(configured)
+    except ValueError as error:
+        _stop(report.bad_nameservers(f"MXF_NAMESERVERS: {error}"), trace)
+
+
+def _local_addresses(trace: _trace.Trace) -> frozenset[str]:
+    from mxf_remote.addresses import local_addresses
+    from mxf_remote.report import NO_RESOURCES
+
+    try:
+        return local_addresses()
+    except OSError:
+        _stop(NO_RESOURCES, trace)

@@ -1,0 +1,54 @@
+"""The timeline: what happened when, for ``MXF_TRACE`` and ``mxf-remote-probe``.
+
+Events are kept in memory as they happen (a dict each, with ``t`` = milliseconds on the
+monotonic clock since the process's main module was loaded) and written once, at the end,
+as JSON lines appended to ``$MXF_TRACE``.  Writing once keeps the race free of file I/O,
+and appending with a single ``write`` keeps lines of concurrent deliveries whole.  A trace
+that cannot be written is dropped silently: fd 1 and fd 2 are the report pipe, and a
+trace is never worth a delivery.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+PROCESS_START = time.monotonic()
+"""Set when this module is first imported, which ``remote.main`` does first of all."""
+
+
+def now_ms() -> float:
+    """Milliseconds since ``PROCESS_START``."""
+    return (time.monotonic() - PROCESS_START) * 1000
+
+
+class Trace:
+    """An in-memory timeline; ``enabled`` False makes ``event`` a no-op."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.events: list[dict[str, Any]] = []
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Record ``kind`` with ``fields`` at the current time."""
+        if self.enabled:
+            self.events.append({"t": round(now_ms(), 3), "event": kind, **fields})
+
+    def append_to(self, path: str) -> None:
+        """Append every event as one JSON line to ``path``; failures are ignored."""
+        if not self.events:
+            return
+        import json
+
+        data = "".join(json.dumps(e, default=str) + "\n" for e in self.events).encode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

@@ -306,10 +306,8 @@ class KnotServer:
                 numbered = "\n".join(
                     f"{n:4} {line}" for n, line in enumerate(path.read_text().splitlines(), 1)
                 )
-                raise KnotStartError(
-                    f"knotd could not load zone {origin}:\n{log}\nzone file as written:\n"
-                    f"{numbered}"
-                )
+                written = f"zone file as written:\n{numbered}"
+                raise KnotStartError(f"knotd could not load zone {origin}:\n{log}\n{written}")
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiodns
@@ -18,6 +23,8 @@ from tests.infra import dnswire
 from tests.infra.knot import KnotServer, KnotStartError, ipv6_loopback_available
 
 pytestmark = pytest.mark.knot
+
+ROOT = Path(__file__).resolve().parent.parent
 
 ZONES = {
     "example.test": """
@@ -45,6 +52,15 @@ NOUDP = ["big.test"]
 def knot() -> Iterator[KnotServer]:
     with KnotServer(ZONES, servfail_zones=SERVFAIL, noudp_zones=NOUDP) as server:
         yield server
+
+
+def _process_alive(pid: int) -> bool:
+    """True while pid exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _run(coro: Any, budget: float = 10.0) -> Any:
@@ -111,6 +127,28 @@ class TestLifecycle:
             _ = 1 / 0
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+
+    def test_knot_dies_with_a_killed_test_process(self) -> None:
+        """If the test process dies without stop(), knotd is killed too (no orphan)."""
+        code = (
+            f"import os, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from tests.infra.knot import KnotServer\n"
+            "k = KnotServer({'o.test': '@ A 127.0.0.9'}); k.start()\n"
+            "print(k._proc.pid, k.directory, flush=True); os._exit(0)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+        )
+        pid_text, directory = out.stdout.split()
+        pid = int(pid_text)
+        shutil.rmtree(directory, ignore_errors=True)
+        deadline = time.monotonic() + 3.0
+        while _process_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        orphan = _process_alive(pid)
+        if orphan:
+            os.kill(pid, signal.SIGKILL)  # the test must not leave it behind either
+        assert not orphan
 
     def test_bad_zone_fails_fast_with_log(self) -> None:
         """A zone knot cannot load raises KnotStartError at once, quoting knot's log."""

@@ -10,6 +10,8 @@ Readiness is checked with real UDP queries (tests/infra/dnswire.py), one per zon
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
 import re
@@ -19,7 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -33,6 +35,28 @@ _START_ATTEMPTS = 3
 _SOA_RE = re.compile(r"(?im)^[^;\n]*\bSOA\b")
 _NS_RE = re.compile(r"(?im)^[^;\n]*\bIN\s+NS\b|^[^;\n]*\s+NS\s+\S")
 _TTL_RE = re.compile(r"(?im)^\s*\$TTL\b")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up before any fork (a forked child must not load libraries)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    prctl: Callable[..., int] = libc.prctl
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL knotd if the test process dies without stop()."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class KnotStartError(RuntimeError):
@@ -264,6 +288,7 @@ class KnotServer:
                 stderr=err,
                 cwd=self.directory,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only an async-signal-safe prctl
             )
 
     def _wait_ready(self) -> None:

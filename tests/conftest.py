@@ -1,0 +1,110 @@
+"""Session set-up: a private network namespace, and hygiene checks around every test.
+
+The whole test session moves into a network namespace of its own before any test runs
+(``tests/infra/netns.py``): silent hosts are made there with nftables, test servers
+listen on loopback addresses that are not interface addresses, and nothing outside the
+namespace is touched.  This must happen while the process is single-threaded, which is
+why it runs when pytest imports this file.  Where no namespace can be made, tests that
+need one are skipped with the reason.
+
+Hygiene (after aiohappyeyeballs' conftest, plus what exec/fd work needs): a test fails
+if it leaves a thread, a child process or an open file descriptor behind.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from tests.infra.netns import enter_private_netns, nft_available
+
+NETNS_PROBLEM = enter_private_netns()
+NFT_PROBLEM = nft_available() if NETNS_PROBLEM is None else NETNS_PROBLEM
+
+
+@pytest.fixture
+def netns() -> None:
+    """Skip unless the session runs in its own network namespace."""
+    if NETNS_PROBLEM is not None:
+        pytest.skip(f"no private network namespace: {NETNS_PROBLEM}")
+
+
+@pytest.fixture
+def silent_hosts(netns: None) -> Iterator[None]:
+    """Skip unless SYN-dropping rules can be made; remove every rule afterwards."""
+    if NFT_PROBLEM is not None:
+        pytest.skip(f"cannot make silent hosts: {NFT_PROBLEM}")
+    from tests.infra.netns import unsilence_all
+
+    try:
+        yield
+    finally:
+        unsilence_all()
+
+
+def _open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def _children() -> set[int]:
+    found: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as listing:
+                found.update(int(pid) for pid in listing.read().split())
+        except OSError:
+            continue
+    return found
+
+
+T = TypeVar("T")
+
+PERMANENT_THREAD_SUFFIXES = ("(_run_safe_shutdown_loop)",)
+"""pycares starts one daemon thread, once per process, to destroy closed channels."""
+
+
+def _settle(snapshot: Callable[[], set[T]], before: set[T], seconds: float = 2.0) -> set[T]:
+    """What ``snapshot`` has beyond ``before``, after giving it time to wind down."""
+    deadline = time.monotonic() + seconds
+    while True:
+        gc.collect()
+        extra = snapshot() - before
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def hygiene() -> Iterator[None]:
+    """Fail a test that leaves threads, child processes or descriptors behind."""
+    threads = set(threading.enumerate())
+    children = _children()
+    fds = _open_fds()
+    yield
+    left_threads = {
+        t for t in _settle(lambda: set(threading.enumerate()), threads)
+        if not t.name.endswith(PERMANENT_THREAD_SUFFIXES)
+    }
+    left_children = _settle(_children, children)
+    left_fds = _settle(_open_fds, fds)
+    problems = []
+    if left_threads:
+        problems.append(f"threads left running: {sorted(t.name for t in left_threads)}")
+    if left_children:
+        problems.append(f"child processes left: {sorted(left_children)}")
+    if left_fds:
+        targets = []
+        for fd in sorted(left_fds):
+            try:
+                targets.append(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
+            except OSError:
+                targets.append(str(fd))
+        problems.append(f"descriptors left open: {targets}")
+    if problems:
+        pytest.fail("; ".join(problems))

@@ -1,0 +1,583 @@
+"""Test helpers for the TLS clients: loopback TLS servers, fd 6/7 launching, a scripted prog.
+
+Everything is real: servers are threads on 127.0.0.1 with trustme certificates, the
+clients run as processes, prog is a Python script.  Every blocking call has a timeout.
+
+* :class:`Server` — a listener whose connections are handled by one of the ``serve_*``
+  functions; the handler's outcome lands in ``server.results`` (a queue).
+* :func:`launch` — runs a command with chosen descriptors moved onto chosen numbers
+  (fds 6/7 = the connection), the way mxf-remote's handoff does.
+* :data:`PROG` — the scripted program the TLS clients exec; it records what it sees
+  (environment, open descriptors, its engine's pid and descriptors) as JSON in
+  ``$PROG_OUT`` and exercises the connection in one of several modes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import select
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trustme
+
+TIMEOUT = 20.0
+SERVER_NAME = "mx.example.test"
+
+# --------------------------------------------------------------------------------------
+# Certificates
+
+
+class Certs:
+    """A throwaway CA, a server certificate for SERVER_NAME, and an untrusted one."""
+
+    def __init__(self, directory: Path) -> None:
+        self.ca = trustme.CA()
+        self.leaf = self.ca.issue_cert(SERVER_NAME, organization_name="mxf test")
+        self.cafile = directory / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.cafile))
+        self.other_ca = trustme.CA()
+        self.untrusted = self.other_ca.issue_cert("self.example.test")
+        self.client = self.ca.issue_cert("client.example.test")
+        self.client_pem = directory / "client.pem"
+        self.client.private_key_and_cert_chain_pem.write_to_path(str(self.client_pem))
+
+    def server_context(self, *, untrusted: bool = False, tls12: bool = False) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        (self.untrusted if untrusted else self.leaf).configure_cert(context)
+        if tls12:
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
+    def leaf_der(self, *, untrusted: bool = False) -> bytes:
+        pem = (self.untrusted if untrusted else self.leaf).cert_chain_pems[0].bytes()
+        return ssl.PEM_cert_to_DER_cert(pem.decode())
+
+
+# --------------------------------------------------------------------------------------
+# A blocking TLS server connection over memory BIOs (full control over close_notify)
+
+
+class ServerTLS:
+    """The server side of one connection; ``recv`` returns b"" on close_notify and raises
+    ``ssl.SSLEOFError`` on a bare TCP EOF."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        self.sock = sock
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+
+    def _flush(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        data = self.sock.recv(262144)
+        if data:
+            self.incoming.write(data)
+        else:
+            self.incoming.write_eof()
+
+    def handshake(self) -> None:
+        while True:
+            try:
+                self.obj.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+            else:
+                self._flush()
+                return
+
+    def recv(self, size: int = 262144) -> bytes:
+        while True:
+            try:
+                data = self.obj.read(size)
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+            except ssl.SSLZeroReturnError:
+                return b""
+            else:
+                self._flush()
+                return data
+
+    def send(self, data: bytes) -> None:
+        self.obj.write(data)
+        self._flush()
+
+    def close_notify(self) -> None:
+        # SSLWantReadError is the normal case; other errors: the peer already broke it.
+        with contextlib.suppress(ssl.SSLError):
+            self.obj.unwrap()
+        self._flush()
+
+
+# --------------------------------------------------------------------------------------
+# Servers
+
+Handler = Callable[["Server", socket.socket], Any]
+
+
+class Server:
+    """A loopback listener; each connection runs ``handler`` in its own thread."""
+
+    def __init__(self, handler: Handler, context: ssl.SSLContext | None = None) -> None:
+        self.handler = handler
+        self.context = context
+        self.results: queue.Queue[Any] = queue.Queue()
+        self.sni: list[str | None] = []
+        if context is not None:
+            context.sni_callback = self._record_sni
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(TIMEOUT)
+        self.port = self.listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._stop = False
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    def _record_sni(self, obj: Any, name: str | None, context: ssl.SSLContext) -> None:
+        self.sni.append(name)
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            conn.settimeout(TIMEOUT)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            self.results.put(self.handler(self, conn))
+        except Exception as exc:
+            self.results.put(exc)
+        finally:
+            conn.close()
+
+    def connect(self) -> socket.socket:
+        """A client connection to this server (blocking, as after mxf-remote's handoff)."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
+
+    def result(self, timeout: float = TIMEOUT) -> Any:
+        outcome = self.results.get(timeout=timeout)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def close(self) -> None:
+        self._stop = True
+        self.listener.close()
+        for thread in self._threads:
+            thread.join(TIMEOUT)
+
+
+def _tls(server: Server, conn: socket.socket) -> ServerTLS:
+    assert server.context is not None
+    tls = ServerTLS(conn, server.context)
+    tls.handshake()
+    return tls
+
+
+def serve_echo(server: Server, conn: socket.socket) -> dict[str, Any]:
+    """TLS, echo every byte until EOF, then close_notify; report the byte count."""
+    tls = _tls(server, conn)
+    total = 0
+    clean = True
+    while True:
+        try:
+            data = tls.recv()
+        except ssl.SSLEOFError:
+            clean = False
+            break
+        if not data:
+            break
+        total += len(data)
+        tls.send(data)
+    tls.close_notify()
+    return {"bytes": total, "clean": clean}
+
+
+def serve_count(server: Server, conn: socket.socket) -> dict[str, Any]:
+    """TLS, read until EOF; answer "<bytes> <clean|ragged>\\n", then close_notify."""
+    tls = _tls(server, conn)
+    total = 0
+    digest = hashlib.sha256()
+    clean = True
+    while True:
+        try:
+            data = tls.recv()
+        except ssl.SSLEOFError:
+            clean = False
+            break
+        if not data:
+            break
+        total += len(data)
+        digest.update(data)
+    tls.send(f"{total} {'clean' if clean else 'ragged'}\n".encode())
+    tls.close_notify()
+    return {"bytes": total, "clean": clean, "sha256": digest.hexdigest()}
+
+
+def serve_bye(server: Server, conn: socket.socket) -> dict[str, Any]:
+    """TLS, send "bye\\n" and close_notify at once, then collect what prog still sends."""
+    tls = _tls(server, conn)
+    tls.send(b"bye\n")
+    tls.close_notify()
+    received = b""
+    clean = True
+    while True:
+        try:
+            data = tls.recv()
+        except ssl.SSLEOFError:
+            clean = False
+            break
+        if not data:
+            break
+        received += data
+    return {"received": received.decode(), "clean": clean}
+
+
+def serve_stall(server: Server, conn: socket.socket) -> dict[str, Any]:
+    """Take the ClientHello and never answer; wait for the client to give up."""
+    hello = conn.recv(65536)
+    try:
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass
+    return {"hello": len(hello)}
+
+
+def serve_banner(server: Server, conn: socket.socket) -> dict[str, Any]:
+    """Not TLS: greet like an SMTP server and wait for the client to leave."""
+    conn.sendall(b"220 mx.example.test ESMTP\r\n")
+    try:
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass
+    return {"banner": True}
+
+
+def _readline(conn: socket.socket) -> bytes:
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = conn.recv(1)
+        if not byte:
+            break
+        line += byte
+    return line
+
+
+def serve_starttls(server: Server, conn: socket.socket) -> dict[str, Any]:
+    """A STARTTLS-like dialogue: banner; ``STARTTLS`` → TLS echo; ``PLAIN`` → clear echo;
+    ``BROKEN`` → "220 go ahead" and then garbage instead of a ServerHello."""
+    conn.sendall(b"220 ready\r\n")
+    command = _readline(conn).strip()
+    if command == b"PLAIN":
+        conn.sendall(b"250 plain\r\n")
+        total = 0
+        while data := conn.recv(65536):
+            total += len(data)
+            conn.sendall(data)
+        return {"mode": "plain", "bytes": total}
+    conn.sendall(b"220 go ahead\r\n")
+    if command == b"BROKEN":
+        conn.recv(65536)
+        conn.sendall(b"500 this is not TLS\r\n")
+        return {"mode": "broken"}
+    result = serve_echo(server, conn)
+    result["mode"] = "tls"
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# Launching with descriptors on fixed numbers
+
+_LAUNCHER = """
+import os, sys
+n = int(sys.argv[1])
+pairs = [(int(a), int(b)) for a, b in (x.split(':') for x in sys.argv[2:2 + n])]
+high = [(os.dup(src), dst) for src, dst in pairs]
+for src in {src for src, _ in pairs}:
+    os.close(src)
+for fd, dst in high:
+    os.dup2(fd, dst)
+for fd, _ in high:
+    os.close(fd)
+argv = sys.argv[2 + n:]
+os.execvp(argv[0], argv)
+"""
+
+
+def client_command(name: str) -> list[str]:
+    """How to run one of our console scripts (beside this Python, else ``-m``)."""
+    script = Path(sys.executable).parent / name
+    if script.exists():
+        return [str(script)]
+    module = {"mxf-remote-tlsc": "tlsc", "mxf-remote-ucspitlsc": "ucspitlsc"}[name]
+    return [sys.executable, "-m", f"mxf_remote.tls.{module}"]
+
+
+def launch(
+    argv: list[str],
+    fds: dict[int, int],
+    env: dict[str, str],
+    *,
+    stdin: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with each ``fds[target] = source`` descriptor moved to ``target``;
+    stdout and stderr are one pipe (the report pipe, as qmail-rspawn gives it)."""
+    pairs = [f"{src}:{dst}" for dst, src in fds.items()]
+    command = [sys.executable, "-S", "-c", _LAUNCHER, str(len(pairs)), *pairs, *argv]
+    return subprocess.Popen(
+        command,
+        stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        pass_fds=list(fds.values()),
+        env=env,
+    )
+
+
+def read_to_eof(proc: subprocess.Popen[bytes], timeout: float = TIMEOUT) -> bytes:
+    """Everything on the report pipe until EOF (every holder closed it), bounded."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    out = bytearray()
+    fd = proc.stdout.fileno()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"report pipe still open after {timeout} s; got {bytes(out)!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return bytes(out)
+            out += chunk
+
+
+def run_client(
+    argv: list[str],
+    conn: socket.socket,
+    env: dict[str, str],
+    timeout: float = TIMEOUT,
+) -> tuple[int, bytes]:
+    """Run a client with ``conn`` on fds 6/7 (one socket, twice); (exit status, fd 1+2)."""
+    conn.setblocking(True)  # as mxf-remote's handoff leaves it
+    proc = launch(argv, {6: conn.fileno(), 7: conn.fileno()}, env)
+    conn.close()
+    try:
+        output = read_to_eof(proc, timeout)
+        status = proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    return status, output
+
+
+def process_gone(pid: int, timeout: float = 5.0) -> bool:
+    """True once ``pid`` no longer runs (gone, or a zombie nobody reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def base_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for the clients: PATH, TCPREMOTEIP, PROG_OUT, and ``extra``."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "TCPREMOTEIP": "127.0.0.1",
+        "PROG_OUT": str(tmp / "prog.json"),
+    }
+    env.update(extra)
+    return env
+
+
+def prog_result(tmp: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((tmp / "prog.json").read_text())
+    return data
+
+
+# --------------------------------------------------------------------------------------
+# The scripted prog
+
+PROG = r"""
+import hashlib, json, os, sys, threading
+
+def open_fds():
+    fds = []
+    for fd in range(1024):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        fds.append(fd)
+    return fds
+
+def engine():
+    pid = os.getpid()
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except OSError:
+        kids = []
+    if not kids:
+        return None, {}
+    links = {}
+    for fd in os.listdir(f"/proc/{kids[0]}/fd"):
+        try:
+            links[fd] = os.readlink(f"/proc/{kids[0]}/fd/{fd}")
+        except OSError:
+            pass
+    return kids[0], links
+
+def read_all(fd):
+    out = bytearray()
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return bytes(out)
+        out += chunk
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+def pattern(n):
+    block = hashlib.sha256(b"mxf").digest() * 2048
+    return (block * (n // len(block) + 1))[:n]
+
+def parse_block(data):
+    entries, pos = {}, 0
+    while True:
+        end = data.index(b"\0", pos)
+        if end == pos:
+            return entries
+        key, sep, value = data[pos:end].partition(b"=")
+        entries[key.decode()] = value.decode() if sep else None
+        pos = end + 1
+
+def line(fd):
+    out = b""
+    while not out.endswith(b"\n"):
+        b = os.read(fd, 1)
+        if not b:
+            break
+        out += b
+    return out.decode()
+
+mode = sys.argv[1]
+result = {
+    "argv": sys.argv[2:],
+    "pid": os.getpid(),
+    "fds": open_fds(),
+    "env": {k: v for k, v in os.environ.items() if k.startswith(("SSL", "CA", "TLS_"))},
+    "fd1": os.readlink("/proc/self/fd/1"),
+}
+result["engine"], result["engine_fds"] = engine()
+rfd, wfd = 6, 7
+if mode.startswith("ucspi-"):
+    ctl = int(os.environ["SSLCTLFD"])
+    result["banner"] = line(6)
+    action = mode.split("-", 1)[1]
+    if action == "decline":
+        os.close(ctl)
+        write_all(7, b"PLAIN\r\n")
+        result["reply"] = line(6)
+        write_all(7, b"clear text\n")
+        result["echo"] = line(6)
+        import socket
+        socket.socket(fileno=os.dup(7)).shutdown(socket.SHUT_WR)
+        result["rest"] = read_all(6).decode()
+        mode = "done"
+    else:
+        write_all(7, b"BROKEN\r\n" if action == "broken" else b"STARTTLS\r\n")
+        result["reply"] = line(6)
+        command = b"Y" if action in ("Y", "broken") else b"y"
+        write_all(ctl, command)
+        if command == b"Y":
+            raw = read_all(ctl)
+            result["block_raw"] = raw.hex()
+            try:
+                result["block"] = parse_block(raw)
+            except ValueError:
+                result["block"] = None
+        else:
+            result["ctl_after_y"] = read_all(ctl).hex()
+        os.close(ctl)
+        os.close(6)
+        os.close(7)
+        rfd, wfd = int(os.environ["SSLREADFD"]), int(os.environ["SSLWRITEFD"])
+        mode = "broken-read" if action == "broken" else "hello"
+if mode == "hello":
+    write_all(wfd, b"hello\n")
+    result["echo"] = line(rfd)
+    os.close(wfd)
+    result["rest"] = read_all(rfd).decode()
+elif mode == "broken-read":
+    result["rest"] = read_all(rfd).decode()
+elif mode == "bulk":
+    size = int(sys.argv[2])
+    data = pattern(size)
+    writer = threading.Thread(target=lambda: (write_all(wfd, data), os.close(wfd)))
+    writer.start()
+    got = read_all(rfd)
+    writer.join()
+    result["sent"] = hashlib.sha256(data).hexdigest()
+    result["received"] = hashlib.sha256(got).hexdigest()
+    result["received_bytes"] = len(got)
+elif mode == "eof-write":
+    write_all(wfd, b"hello")
+    os.close(wfd)
+    result["rest"] = read_all(rfd).decode()
+elif mode == "eof-read":
+    result["rest"] = read_all(rfd).decode()
+    write_all(wfd, b"after\n")
+    os.close(wfd)
+elif mode == "exit":
+    pass
+with open(os.environ["PROG_OUT"], "w") as f:
+    json.dump(result, f)
+report = os.environ.get("PROG_REPORT")
+if report:
+    os.write(1, report.encode() + b"\0")
+sys.exit(int(os.environ.get("PROG_STATUS", "0")))
+"""
+
+
+def write_prog(tmp: Path) -> Path:
+    """Write the scripted prog into ``tmp``; returns its path."""
+    path = tmp / "prog.py"
+    path.write_text(PROG)
+    return path

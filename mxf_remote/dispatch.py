@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import dataclass
 
 from mxf_remote.control import Control
-from mxf_remote.knowledge import Knowledge
+from mxf_remote.knowledge import Answer, Knowledge, Status
 from mxf_remote.plan import Destination, Plan, build_plan
 from mxf_remote.race import Connector, Lost, Race, Won, connect_tcp
 from mxf_remote.resolver import CaresLookup, Lookup, Resolution
@@ -92,6 +92,11 @@ def run_dispatch(
         loop.close()
 
 
+async def _no_lookup(name: str, rtype: str) -> Answer[object]:
+    """The lookup of a destination that needs no DNS (never asked anything)."""
+    return Answer(Status.TEMPFAIL)
+
+
 async def _dispatch_with_cares(
     destination: Destination,
     control: Control,
@@ -99,6 +104,8 @@ async def _dispatch_with_cares(
     local: frozenset[str],
     trace: Trace,
 ) -> Dispatched:
+    if not destination.needs_dns:  # a literal: spare the c-ares import and channel
+        return await dispatch(destination, control, _no_lookup, local=local, trace=trace)
     lookup = CaresLookup(nameservers, asyncio.get_running_loop())
     try:
         return await dispatch(destination, control, lookup, local=local, trace=trace)

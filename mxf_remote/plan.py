@@ -104,6 +104,15 @@ class Destination:
     routes: tuple[tuple[Protocol, Route], ...] = ()
     """Non-empty when a routes file sends this host to relays: then only these count."""
 
+    @property
+    def needs_dns(self) -> bool:
+        """False for a literal, or when every relay it is routed to is a literal."""
+        if self.literal is not None:
+            return False
+        if self.routes:
+            return any(parse_literal(route.relay) is None for _, route in self.routes)
+        return True
+
 
 # ---------------------------------------------------------------------------------------
 # Ordering rules (applied once, when an answer arrives)

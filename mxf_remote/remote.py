@@ -65,7 +65,7 @@ def deliver(argv: list[str]) -> NoReturn:
     if not _descriptor_open(0):
         _stop(report.NO_MESSAGE)
     trace = _trace.Trace(enabled=bool(os.environ.get("MXF_TRACE")))
-    trace.event("start", argv=arguments[:3])
+    trace.mark("start", argv=arguments[:3])
 
     from mxf_remote.control import ControlError, qmail_home, read_control
 
@@ -87,7 +87,7 @@ def deliver(argv: list[str]) -> NoReturn:
 
     host = arguments[0]
     destination = make_destination(host, protocols, control.routes)
-    nameservers = _nameservers(trace)
+    nameservers = _nameservers(trace) if destination.needs_dns else []
     local = _local_addresses(trace)
     trace.event("control_read", protocols=[p.service for p in protocols])
 
@@ -99,7 +99,7 @@ def deliver(argv: list[str]) -> NoReturn:
     if isinstance(outcome, Won):
         from mxf_remote.handoff import hand_off
 
-        trace.event("handoff", program=outcome.attempt.protocol.program)
+        trace.mark("handoff", program=outcome.attempt.protocol.program)
         _flush_trace(trace)
         hand_off(
             outcome.connection,  # type: ignore[arg-type]

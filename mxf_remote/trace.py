@@ -35,6 +35,14 @@ class Trace:
         if self.enabled:
             self.events.append({"t": round(now_ms(), 3), "event": kind, **fields})
 
+    def mark(self, kind: str, **fields: Any) -> None:
+        """An event that also carries the raw monotonic clock (``mono``, seconds).
+
+        CLOCK_MONOTONIC is the same for every process on the machine, so a parent that
+        notes the time before starting mxf-remote can compute the latency to this event.
+        """
+        self.event(kind, mono=time.monotonic(), **fields)
+
     def append_to(self, path: str) -> None:
         """Append every event as one JSON line to ``path``; failures are ignored."""
         if not self.events:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.infra.netns import enter_private_netns, nft_available, silence  # noqa: E402
+from tests.infra.netns import enter_private_netns, nft_available, silence
 
 NETNS_PROBLEM = enter_private_netns()  # first: the process must still be single-threaded
 

@@ -78,6 +78,15 @@ class ServerTLS:
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.obj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.raw = bytearray()  # every ciphertext byte received, for record inspection
+
+    def last_record_type(self) -> int | None:
+        """Content type of the last TLS record received (21 = alert, visible in TLS 1.2)."""
+        position, last = 0, None
+        while position + 5 <= len(self.raw):
+            last = self.raw[position]
+            position += 5 + int.from_bytes(self.raw[position + 3 : position + 5], "big")
+        return last
 
     def _flush(self) -> None:
         data = self.outgoing.read()
@@ -87,6 +96,8 @@ class ServerTLS:
     def _fill(self) -> None:
         data = self.sock.recv(262144)
         if data:
+            if len(self.raw) < 1 << 20:
+                self.raw += data
             self.incoming.write(data)
         else:
             self.incoming.write_eof()
@@ -184,6 +195,9 @@ class Server:
 
     def close(self) -> None:
         self._stop = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept (Linux)
+        self._acceptor.join(TIMEOUT)
         self.listener.close()
         for thread in self._threads:
             thread.join(TIMEOUT)
@@ -234,6 +248,22 @@ def serve_count(server: Server, conn: socket.socket) -> dict[str, Any]:
     tls.send(f"{total} {'clean' if clean else 'ragged'}\n".encode())
     tls.close_notify()
     return {"bytes": total, "clean": clean, "sha256": digest.hexdigest()}
+
+
+def serve_half_close(server: Server, conn: socket.socket) -> dict[str, Any]:
+    """TLS 1.2 (alerts in clear) ignoring unexpected EOFs: read to EOF, tell whether it came
+    with a close_notify, answer "<bytes> <clean|ragged>\n" on the half-open session."""
+    assert server.context is not None
+    server.context.maximum_version = ssl.TLSVersion.TLSv1_2
+    server.context.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
+    tls = _tls(server, conn)
+    total = 0
+    while data := tls.recv():
+        total += len(data)
+    clean = tls.last_record_type() == 21
+    tls.send(f"{total} {'clean' if clean else 'ragged'}\n".encode())
+    tls.close_notify()
+    return {"bytes": total, "clean": clean}
 
 
 def serve_bye(server: Server, conn: socket.socket) -> dict[str, Any]:
@@ -539,7 +569,8 @@ if mode.startswith("ucspi-"):
         os.close(6)
         os.close(7)
         rfd, wfd = int(os.environ["SSLREADFD"]), int(os.environ["SSLWRITEFD"])
-        mode = "broken-read" if action == "broken" else "hello"
+        failed = action == "broken" or (command == b"Y" and result["block"] is None)
+        mode = "broken-read" if failed else "hello"
 if mode == "hello":
     write_all(wfd, b"hello\n")
     result["echo"] = line(rfd)
@@ -565,10 +596,14 @@ elif mode == "eof-read":
     result["rest"] = read_all(rfd).decode()
     write_all(wfd, b"after\n")
     os.close(wfd)
-elif mode == "exit":
+elif mode in ("exit", "sleep"):
     pass
-with open(os.environ["PROG_OUT"], "w") as f:
+with open(os.environ["PROG_OUT"] + ".tmp", "w") as f:
     json.dump(result, f)
+os.rename(os.environ["PROG_OUT"] + ".tmp", os.environ["PROG_OUT"])
+if mode == "sleep":
+    import time
+    time.sleep(30)
 report = os.environ.get("PROG_REPORT")
 if report:
     os.write(1, report.encode() + b"\0")
@@ -581,3 +616,90 @@ def write_prog(tmp: Path) -> Path:
     path = tmp / "prog.py"
     path.write_text(PROG)
     return path
+
+
+# --------------------------------------------------------------------------------------
+# One object per test: certificates, the prog script, servers closed at the end
+
+
+class Kit:
+    """Everything a TLS client test needs, in ``tmp``."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.certs = Certs(tmp)
+        self.prog = write_prog(tmp)
+        self.servers: list[Server] = []
+
+    def server(
+        self, handler: Handler, *, tls: bool = True, untrusted: bool = False, tls12: bool = False
+    ) -> Server:
+        context = self.certs.server_context(untrusted=untrusted, tls12=tls12) if tls else None
+        server = Server(handler, context)
+        self.servers.append(server)
+        return server
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return base_env(self.tmp, **extra)
+
+    def prog_argv(self, mode: str, *args: str) -> list[str]:
+        return [sys.executable, str(self.prog), mode, *args]
+
+    def run(
+        self,
+        client: str,
+        options: list[str],
+        server: Server,
+        mode: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+    ) -> tuple[int, bytes, dict[str, Any] | None]:
+        """Run ``client options -- prog mode args`` on a fresh connection to ``server``;
+        (exit status, everything on fd 1/2, prog's record or None if prog did not run)."""
+        out = self.tmp / "prog.json"
+        out.unlink(missing_ok=True)
+        argv = [*client_command(client), *options, "--", *self.prog_argv(mode, *args)]
+        status, output = run_client(argv, server.connect(), env or self.env())
+        record = prog_result(self.tmp) if out.exists() else None
+        return status, output, record
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
+class PipeRelay:
+    """Ciphertext on two pipes instead of a socket (s6-tlsc allows any two descriptors):
+    threads copy between ``conn`` and the pipes; the client gets ``rfd``/``wfd``."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        conn.settimeout(TIMEOUT)
+        self.conn = conn
+        self.rfd, self._to_client = os.pipe()
+        self._from_client, self.wfd = os.pipe()
+        self._threads = [
+            threading.Thread(target=self._down, daemon=True),
+            threading.Thread(target=self._up, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _down(self) -> None:
+        with contextlib.suppress(OSError):
+            while data := self.conn.recv(262144):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._to_client, view) :]
+        os.close(self._to_client)
+
+    def _up(self) -> None:
+        with contextlib.suppress(OSError):
+            while data := os.read(self._from_client, 262144):
+                self.conn.sendall(data)
+            self.conn.shutdown(socket.SHUT_WR)
+        os.close(self._from_client)
+
+    def close(self) -> None:
+        for thread in self._threads:
+            thread.join(TIMEOUT)
+        self.conn.close()

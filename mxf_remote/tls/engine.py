@@ -117,13 +117,15 @@ def _tlsc_engine(
 
     try:
         context = build_context(options, env)
+        # The session encodes the server name (a lazy import of encodings.idna): make it
+        # before dropping privileges, which may lose read access to the Python library.
+        session = pump.Session(context, options.servername)
         drop_privileges(env)
     except ConfigError as exc:
         _notify(notify_fd, NOTIFY_CONFIG_ERROR + os.fsencode(str(exc)))
         return EXIT_CONFIG
     net_r = pump.Endpoint(options.rfd)
     net_w = pump.Endpoint(options.wfd)
-    session = pump.Session(context, options.servername)
     watch = [(notify_fd, 0)]  # POLLERR when the parent (still waiting for us) dies
     if pidfd is not None:
         watch.append((pidfd, select.POLLIN))
@@ -231,14 +233,15 @@ def _ucspitlsc_engine(
         return EXIT_OK  # declined: prog goes on in clear on fds 6/7
     if command not in (b"y", b"Y"):
         return EXIT_PROTOCOL
+    import socket
+
+    if context is None:
+        return EXIT_CONFIG
+    session = pump.Session(context, options.servername)  # before dropping privileges
     try:
-        if context is None:
-            return EXIT_CONFIG
         drop_privileges(env)
     except ConfigError:
         return EXIT_CONFIG
-    import socket
-
     control = socket.socket(fileno=ctl)
     if command == b"y":
         control.close()
@@ -247,7 +250,6 @@ def _ucspitlsc_engine(
             control.shutdown(socket.SHUT_RD)
     net_r = pump.Endpoint(options.rfd)
     net_w = pump.Endpoint(options.wfd)
-    session = pump.Session(context, options.servername)
     watch = [(pidfd, select.POLLIN)] if pidfd is not None else []
     try:
         pending = pump.handshake(

@@ -40,6 +40,8 @@ import ssl
 import stat
 import time
 
+from mxf_remote.tls.certinfo import DERError, cert_hash, subject_oneline
+
 CHUNK = 256 * 1024
 HIGH_WATER = 256 * 1024
 LINGER_SECONDS = 10.0
@@ -233,8 +235,6 @@ def _feed(session: Session, net_r: Endpoint, buffer: bytearray) -> None:
 
 def session_entries(session: Session) -> list[tuple[str, str | None]]:
     """The SSL_* variables, in s6's order; ``None`` means "unset"."""
-    from mxf_remote.tls.certinfo import DERError, cert_hash, subject_oneline
-
     obj = session.obj
     der = obj.getpeercert(binary_form=True)
     cipher = obj.cipher()

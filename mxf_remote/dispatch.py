@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from mxf_remote.control import Control
 from mxf_remote.knowledge import Answer, Knowledge, Status
-from mxf_remote.plan import Destination, Plan, build_plan
+from mxf_remote.plan import Destination, Plan, build_plan, self_check_verdict
 from mxf_remote.race import Connector, Lost, Race, Won, connect_tcp
 from mxf_remote.resolver import CaresLookup, Lookup, Resolution
 from mxf_remote.trace import Trace
@@ -52,6 +52,7 @@ async def dispatch(
         connect_delay=control.connect_delay,
         timeout_connect=control.timeout_connect,
         trace=trace,
+        may_win=lambda attempt: self_check_verdict(attempt, resolution.knowledge, local),
     )
     resolution = Resolution(
         destination, lookup, timeout=control.timeout_dns, on_change=race.wake, trace=trace

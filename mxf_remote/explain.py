@@ -1,7 +1,8 @@
 """Why nothing connected: the failed race turned into exactly one report (spec §3).
 
-The race says only whether any attempt was started.  If one was, the answer is always
-``#4.4.1`` (retry later).  If none was, the reason is in what DNS said, and the choice
+If the race started an attempt, the answer is ``#4.4.1`` (retry later) -- unless the
+self-check later cut every attempt that was made (we turned out to be a better
+exchanger than all of them).  Otherwise the reason is in what DNS said, and the choice
 of letter follows qmail-remote where it has a rule and "when in doubt, Z" where it does
 not:
 
@@ -45,10 +46,16 @@ from mxf_remote.report import (
 
 
 def explain_failure(
-    destination: Destination, knowledge: Knowledge, plan: Plan, started: int
+    destination: Destination,
+    knowledge: Knowledge,
+    plan: Plan,
+    started: frozenset[tuple[str, int]] = frozenset(),
 ) -> Report:
-    """The one report for a race that produced no connection."""
-    if started:
+    """The one report for a race that produced no connection.
+
+    ``started`` holds the (address, port) of every attempt the race made.
+    """
+    if started and (not plan.self_cut or any(a.key in started for a in plan.attempts)):
         return NO_CONNECTION
     if destination.literal is not None:
         return WE_ARE_BEST_MX if plan.self_cut else NO_CONNECTION

@@ -384,3 +384,34 @@ def make_destination(
     if routed:
         return Destination(host, protocols, routes=tuple(routed))
     return Destination(host, protocols, literal=parse_literal(host))
+
+
+def self_check_verdict(
+    attempt: Attempt, knowledge: Knowledge, local: frozenset[str]
+) -> bool | None:
+    """May ``attempt`` win, as far as the self-check knows: True, False, or None (not yet).
+
+    The race may start an attempt to MX 20 while MX 10's addresses are still being looked
+    up (a slow lookup holds later attempts back only for one connection delay).  If MX 10
+    then turns out to be us, qmail's rule says MX 20 must not get the message: it is no
+    closer to the destination than we are, and delivering there can loop.  So a connection
+    from an MX (or implicit-MX) attempt may only win once every exchanger at least as
+    good is known not to be us; until then the race keeps it open and waits for DNS.
+    """
+    if attempt.source == "implicit":
+        candidates = [attempt.exchanger]
+    elif attempt.source == "mx" and knowledge.mx is not None:
+        candidates = [
+            record.exchange
+            for record in usable_exchangers(knowledge.mx.records)
+            if record.preference <= attempt.preference
+        ]
+    else:
+        return True
+    unknown = False
+    for name in candidates:
+        ipv6, ipv4 = knowledge.address_answers(name)
+        if any(is_local(a, local) for a in ipv6.records + ipv4.records):
+            return False
+        unknown = unknown or ipv6.pending or ipv4.pending
+    return None if unknown else True

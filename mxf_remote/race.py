@@ -71,9 +71,9 @@ class Won:
 
 @dataclass
 class Lost:
-    """No connection: ``started`` says whether any attempt was made at all."""
+    """No connection; ``started`` holds the (address, port) of every attempt made."""
 
-    started: int
+    started: frozenset[tuple[str, int]]
     failures: list[tuple[Attempt, str]] = field(default_factory=list)
     timed_out: bool = False
 
@@ -108,8 +108,11 @@ class Race:
         connect_delay: float,
         timeout_connect: float,
         trace: Trace,
+        may_win: Callable[[Attempt], bool | None] = lambda attempt: True,
     ) -> None:
         self._plan = plan
+        self._may_win = may_win
+        self._parked: list[Won] = []
         self._connect = connect
         self._resolution_over = resolution_over
         self._delay = connect_delay
@@ -135,6 +138,8 @@ class Race:
             return await self._conduct()
         finally:
             self._finished = True
+            for parked in self._parked:
+                parked.connection.close()
             tasks = list(self._in_flight)
             for task in tasks:
                 task.cancel()
@@ -145,12 +150,13 @@ class Race:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
+            self._settle_parked()
             if self._winner is not None:
                 return self._winner
             deadline = None if self._first_start is None else self._first_start + self._timeout
             if deadline is not None and now >= deadline:
                 self._trace.event("race_timeout")
-                return Lost(len(self._started), self._failures, timed_out=True)
+                return Lost(frozenset(self._started), self._failures, timed_out=True)
             candidate, behind_waiting = first_unstarted(self._plan(), self._started)
             wake_at: float | None = None
             if candidate is not None:
@@ -166,8 +172,8 @@ class Race:
                         self._start(candidate, now)
                         continue
                     wake_at = self._hold_since + self._delay
-            elif not self._in_flight and self._resolution_over():
-                return Lost(len(self._started), self._failures)
+            elif not self._in_flight and not self._parked and self._resolution_over():
+                return Lost(frozenset(self._started), self._failures)
             if deadline is not None:
                 wake_at = deadline if wake_at is None else min(wake_at, deadline)
             await self._sleep_until(loop, wake_at)
@@ -180,6 +186,26 @@ class Race:
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _settle_parked(self) -> None:
+        """Connections wait here until the self-check allows or forbids them to win."""
+        waiting: list[Won] = []
+        for parked in self._parked:
+            verdict = self._may_win(parked.attempt) if self._winner is None else False
+            where = {"address": parked.attempt.address, "port": parked.attempt.port}
+            if verdict is None:
+                if not waiting:
+                    self._trace.event("attempt_waits_for_self_check", **where)
+                waiting.append(parked)
+            elif verdict:
+                self._winner = parked
+                self._trace.event("attempt_won", protocol=parked.attempt.protocol.service, **where)
+            else:
+                parked.connection.close()
+                if self._winner is None:
+                    self._failures.append((parked.attempt, "self-check"))
+                    self._trace.event("attempt_cut_by_self_check", **where)
+        self._parked = waiting
 
     def _start(self, attempt: Attempt, now: float) -> None:
         self._started.add(attempt.key)
@@ -211,8 +237,7 @@ class Race:
             self._trace.event("attempt_failed", error=reason, **where)
             self._next_allowed = min(self._next_allowed, asyncio.get_running_loop().time())
         elif self._winner is None and not self._finished:
-            self._winner = Won(attempt, task.result())
-            self._trace.event("attempt_won", protocol=attempt.protocol.service, **where)
+            self._parked.append(Won(attempt, task.result()))
         else:
             task.result().close()
             self._trace.event("attempt_closed_runner_up", **where)

@@ -287,7 +287,10 @@ def nameservers_from_env(value: str) -> list[str]:
 
 
 def nameservers_from_resolv_conf(path: str = "/etc/resolv.conf") -> list[str]:
-    """The ``nameserver`` lines of resolv.conf (bad ones skipped, as libc does)."""
+    """The ``nameserver`` lines of resolv.conf (bad ones skipped, as libc does).
+
+    With none at all, libc's default applies: a server on this machine (127.0.0.1).
+    """
     servers: list[str] = []
     try:
         with open(path, encoding="utf-8", errors="replace") as conf:
@@ -300,7 +303,7 @@ def nameservers_from_resolv_conf(path: str = "/etc/resolv.conf") -> list[str]:
                         continue
     except OSError:
         pass
-    return servers
+    return servers or ["127.0.0.1:53"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from mxf_remote.explain import explain_failure
 from mxf_remote.knowledge import Answer
 from mxf_remote.plan import Destination
 from mxf_remote.race import Lost, Won
-from mxf_remote.report import DNS_TEMPORARY, NO_CONNECTION
+from mxf_remote.report import DNS_TEMPORARY, NO_CONNECTION, WE_ARE_BEST_MX
 from mxf_remote.trace import Trace
 from tests.scripted import (
     NODATA,
@@ -35,6 +35,7 @@ def race(
     dns: dict[tuple[str, str], tuple[float, Answer[Any]]],
     connector: ScriptedConnector,
     ctl: Control | None = None,
+    local: frozenset[str] = frozenset(),
 ) -> tuple[Dispatched, float]:
     """Run resolution + race for HOST on a virtual clock; the result and the end time."""
     ctl = ctl or control()
@@ -42,7 +43,7 @@ def race(
     loop = VirtualClockLoop()
     try:
         result = loop.run_until_complete(
-            dispatch(destination, ctl, ScriptedLookup(dns), local=frozenset(), trace=Trace(),
+            dispatch(destination, ctl, ScriptedLookup(dns), local=local, trace=Trace(),
                      connect=connector)
         )
         return result, round(loop.time(), 6)
@@ -174,6 +175,33 @@ class TestSlowLookups:
         assert isinstance(result.outcome, Won) and result.outcome.attempt.protocol is SMTP
 
 
+class TestSelfCheck:
+    """A connection to a worse exchanger never wins before we know we are not better."""
+
+    def test_a_worse_exchanger_waits_until_the_better_ones_are_known(self) -> None:
+        """MX 20 connects at 260 ms but wins only at 1 s, when MX 10 proves not to be us."""
+        dns = {(HOST, "MX"): (0.0, mx((10, "mx1"), (20, "mx2"))),
+               **exchanger("mx1", "10.0.0.1", at=1.0), **exchanger("mx2", "10.0.0.2")}
+        connector = ScriptedConnector({("10.0.0.2", 25): (0.01, "ok")})
+        result, end = race(dns, connector, local=frozenset({"10.9.9.9"}))
+        assert isinstance(result.outcome, Won) and result.outcome.attempt.exchanger == "mx2"
+        assert end == pytest.approx(1.0)
+
+    def test_a_connection_to_a_worse_exchanger_than_us_is_dropped(self) -> None:
+        """MX 10 turns out (at 1 s) to be us: the open MX 20 connection is closed, #5.4.6."""
+        dns = {(HOST, "MX"): (0.0, mx((10, "mx1"), (20, "mx2"))),
+               **exchanger("mx1", "10.9.9.9", at=1.0), **exchanger("mx2", "10.0.0.2")}
+        connector = ScriptedConnector({("10.0.0.2", 25): (0.01, "ok")})
+        result, end = race(dns, connector, local=frozenset({"10.9.9.9"}))
+        assert isinstance(result.outcome, Lost)
+        assert [c.closed for c in connector.made] == [True]
+        assert result.outcome.started == {("10.0.0.2", 25)}
+        report = explain_failure(Destination(HOST, (SMTP,)), result.knowledge, result.plan,
+                                 result.outcome.started)
+        assert report == WE_ARE_BEST_MX
+        assert end == pytest.approx(1.0)
+
+
 class TestBudget:
     """One timeoutconnect budget, one timeoutdns budget."""
 
@@ -199,8 +227,9 @@ class TestBudget:
         dns = {(HOST, "MX"): (SILENT, mx((10, "mx1")))}
         result, end = race(dns, ScriptedConnector(), control(dns=5.0))
         assert end == pytest.approx(5.0)
-        assert isinstance(result.outcome, Lost) and result.outcome.started == 0
-        report = explain_failure(Destination(HOST, (SMTP,)), result.knowledge, result.plan, 0)
+        assert isinstance(result.outcome, Lost) and not result.outcome.started
+        report = explain_failure(Destination(HOST, (SMTP,)), result.knowledge, result.plan,
+                                 result.outcome.started)
         assert report == DNS_TEMPORARY
 
     def test_all_refused_ends_the_race_without_waiting(self) -> None:

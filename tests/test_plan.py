@@ -23,6 +23,7 @@ from mxf_remote.plan import (
     order_mx_rfc5321,
     order_srv_rfc2782,
     protocols_for_slice,
+    self_check_verdict,
     srv_declines_service,
     usable_exchangers,
     usable_srv_targets,
@@ -1259,3 +1260,86 @@ class TestPlanValues:
         """Null targets are skipped and at most MAX_EXCHANGERS are kept."""
         records = (MX(0, ""), *(MX(10, f"m{i}") for i in range(MAX_EXCHANGERS + 3)))
         assert usable_exchangers(records) == records[1 : MAX_EXCHANGERS + 1]
+
+
+class TestSelfCheckVerdict:
+    """May a connected attempt win yet: only once no exchanger as good as it can be us."""
+
+    @staticmethod
+    def mx_attempt(exchanger: str, preference: int, address: str = "192.0.2.20") -> Attempt:
+        return Attempt(SMTP, exchanger, address, 25, "mx", preference)
+
+    @pytest.mark.parametrize("source", ["srv", "route", "literal"])
+    def test_other_sources_always_may(self, source: str) -> None:
+        """SRV, routed and literal attempts are never held back by the MX self-check."""
+        known = knowledge(mx=ok(MX(0, "us.example")), hosts={"us.example": ["127.0.0.1"]})
+        attempt = Attempt(SMTP, "x", "192.0.2.20", 25, source, 0)
+        assert self_check_verdict(attempt, known, LOCAL) is True
+
+    def test_better_exchanger_pending(self) -> None:
+        """A better exchanger still resolving: not yet (None)."""
+        known = knowledge(
+            mx=ok(MX(10, "slow.example"), MX(20, "b.example")),
+            hosts={"slow.example": (PENDING, PENDING), "b.example": ["192.0.2.20"]},
+        )
+        assert self_check_verdict(self.mx_attempt("b.example", 20), known, LOCAL) is None
+
+    def test_better_exchanger_is_us(self) -> None:
+        """A better exchanger that is us: never (False)."""
+        known = knowledge(
+            mx=ok(MX(10, "us.example"), MX(20, "b.example")),
+            hosts={"us.example": (PENDING, Answer(Status.OK, ("127.0.0.1",)))},
+        )
+        assert self_check_verdict(self.mx_attempt("b.example", 20), known, LOCAL) is False
+
+    def test_equal_exchanger_is_us(self) -> None:
+        """An exchanger of the same preference that is us: never (qmail's cut is >=)."""
+        known = knowledge(
+            mx=ok(MX(20, "us.example"), MX(20, "b.example")),
+            hosts={"us.example": ["198.51.100.2"], "b.example": ["192.0.2.20"]},
+        )
+        assert self_check_verdict(self.mx_attempt("b.example", 20), known, LOCAL) is False
+
+    def test_worse_exchanger_irrelevant(self) -> None:
+        """Worse exchangers, pending or us, do not hold a better one back."""
+        known = knowledge(
+            mx=ok(MX(10, "a.example"), MX(20, "us.example"), MX(30, "slow.example")),
+            hosts={
+                "a.example": ["192.0.2.20"],
+                "us.example": ["127.0.0.1"],
+                "slow.example": (PENDING, PENDING),
+            },
+        )
+        assert self_check_verdict(self.mx_attempt("a.example", 10), known, LOCAL) is True
+
+    def test_everything_known(self) -> None:
+        """Every exchanger as good is known and none is us: yes (True)."""
+        known = knowledge(
+            mx=ok(MX(10, "a.example"), MX(20, "b.example")),
+            hosts={"a.example": (NXDOMAIN, TEMPFAIL), "b.example": ["192.0.2.20"]},
+        )
+        assert self_check_verdict(self.mx_attempt("b.example", 20), known, LOCAL) is True
+
+    def test_implicit_host_pending(self) -> None:
+        """An implicit-MX attempt waits for the rest of the host's addresses."""
+        known = knowledge(
+            mx=status(Status.NXDOMAIN),
+            hosts={"example.com": (PENDING, Answer(Status.OK, ("192.0.2.5",)))},
+        )
+        attempt = Attempt(SMTP, "example.com", "192.0.2.5", 25, "implicit", 0)
+        assert self_check_verdict(attempt, known, LOCAL) is None
+
+    def test_implicit_host_is_us(self) -> None:
+        """An implicit-MX host with one of our addresses: never."""
+        known = knowledge(
+            mx=status(Status.NXDOMAIN),
+            hosts={"example.com": (Answer(Status.OK, ("::1",)), Answer(Status.OK, ("192.0.2.5",)))},
+        )
+        attempt = Attempt(SMTP, "example.com", "192.0.2.5", 25, "implicit", 0)
+        assert self_check_verdict(attempt, known, LOCAL) is False
+
+    def test_implicit_host_known(self) -> None:
+        """An implicit-MX host fully known and not us: yes."""
+        known = knowledge(mx=status(Status.NODATA), hosts={"example.com": ["192.0.2.5"]})
+        attempt = Attempt(SMTP, "example.com", "192.0.2.5", 25, "implicit", 0)
+        assert self_check_verdict(attempt, known, LOCAL) is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -251,6 +252,23 @@ class TestPump:
         assert record is not None
         assert record["rest"] == "bye\n"
         assert server.result() == {"received": "after\n", "clean": True}
+
+    def test_peer_eof_without_close_notify_is_eof_by_default(self, kit: Kit) -> None:
+        """-j (default): a bare FIN from the peer is EOF for prog, which can still write."""
+        server = kit.server(tlskit.serve_bye_ragged)
+        _, _, record = kit.run(TLSC, [], server, "eof-read")
+        assert record is not None
+        assert record["rest"] == "bye\n" and "write_error" not in record
+        assert server.result() == {"received": "after\n"}
+
+    def test_peer_eof_without_close_notify_is_an_error_with_J(self, kit: Kit) -> None:
+        """-J: prog still gets what came before the bare FIN, then both directions stop."""
+        server = kit.server(tlskit.serve_bye_ragged)
+        _, _, record = kit.run(TLSC, ["-J"], server, "eof-read")
+        assert record is not None
+        assert record["rest"] == "bye\n"
+        assert record["write_error"] == errno.EPIPE
+        assert server.result() == {"received": ""}
 
 
 class TestVerification:

@@ -285,6 +285,18 @@ def serve_bye(server: Server, conn: socket.socket) -> dict[str, Any]:
     return {"received": received.decode(), "clean": clean}
 
 
+def serve_bye_ragged(server: Server, conn: socket.socket) -> dict[str, Any]:
+    """TLS, send "bye\n", then a bare TCP FIN (no close_notify); collect what still comes."""
+    tls = _tls(server, conn)
+    tls.send(b"bye\n")
+    conn.shutdown(socket.SHUT_WR)
+    received = b""
+    with contextlib.suppress(ssl.SSLError):
+        while data := tls.recv():
+            received += data
+    return {"received": received.decode()}
+
+
 def serve_stall(server: Server, conn: socket.socket) -> dict[str, Any]:
     """Take the ClientHello and never answer; wait for the client to give up."""
     hello = conn.recv(65536)
@@ -594,7 +606,10 @@ elif mode == "eof-write":
     result["rest"] = read_all(rfd).decode()
 elif mode == "eof-read":
     result["rest"] = read_all(rfd).decode()
-    write_all(wfd, b"after\n")
+    try:
+        write_all(wfd, b"after\n")
+    except OSError as exc:
+        result["write_error"] = exc.errno
     os.close(wfd)
 elif mode in ("exit", "sleep"):
     pass

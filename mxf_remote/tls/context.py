@@ -11,6 +11,8 @@ Verification follows s6-tlsc where s6-tlsc is usable for mail, and differs where
   here; an MTA delivering to MX hosts cannot, because most of them present certificates
   nobody could verify by name (RFC 7435).  ``--no-verify-cert`` forces this mode.
 * TLS 1.2 at least; SNI is the ``-k`` name; ``-y`` presents ``CERTFILE``/``KEYFILE``.
+* ``-j`` (default): an EOF without close_notify is an ordinary end of the peer's data;
+  ``-J``: it is a TLS error that stops both directions.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def build_context(options: Options, env: dict[str, str]) -> ssl.SSLContext:
     """A client context configured from ``env`` and the command line."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not options.strict_eof:
+        # -j: a bare FIN ends the peer's direction like a close_notify.  Without this flag
+        # OpenSSL 3 makes it a fatal error, and prog could no longer write (a half-close).
+        context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     cadir = env.get("CADIR", "")
     cafile = env.get("CAFILE", "")
     if options.verify and (cadir or cafile):

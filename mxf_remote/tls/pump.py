@@ -71,8 +71,8 @@ def describe_tls_error(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         message = exc.verify_message or exc.reason or "verification failed"
         return f"certificate rejected: {str(message).rstrip('.')}"
-    if isinstance(exc, ssl.SSLEOFError):
-        return "connection closed by the server"
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return "connection closed by the server"  # ZeroReturn: a bare FIN under -j
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or exc.strerror or str(exc)
         return str(reason).lower().replace("_", " ")

@@ -1,0 +1,1 @@
+"""The protocol clients mxf-remote execs: ``smtp`` and ``qmtp`` (mxf-remote-smtpc/-qmtpc)."""

@@ -1,0 +1,195 @@
+"""Every report the protocol clients print, in one place.
+
+A report is a letter, a text ending in LF, and one NUL (``output.report_bytes``).  The
+texts are qmail-remote's SMTP-phase texts byte for byte (notqmail ``qmail-remote.c``;
+qmail-remote-contract.md §2.1), where qmail-remote has one:
+
+* ``quit()`` texts: letter, ``<ip>`` inside a fixed sentence, ``.\\n``, then -- when the
+  peer said something -- ``Remote host said: `` and the reply lines (CRs removed, NUL as
+  ``?``, at most 5000 bytes: HUGESMTPTEXT).  When the 5000 bytes cut a line, we add the
+  LF qmail would have left out, so that every text ends in exactly one LF.
+* recipient reports ``r``/``h``/``s``; ``DGiving up on <ip>.`` carries no reply text
+  (qmail-remote already printed it in the last recipient report).
+
+Texts of our own, where qmail-remote has none (the wording follows its style):
+
+* ``ZConnected to <ip> but the remote host did not talk proper SMTP. (#4.5.0)`` for a
+  reply that is not SMTP (no three-digit code, a line over 64 KiB, an endless reply);
+  after the final dot ``... proper SMTP. Possible duplicate! (#4.5.0)``.
+* ``ZRecipient did not talk proper QMTP. (#4.3.0)`` (spec §9; s/qmail's text plus the
+  period the spec adds).
+* ``ZNo network connection on descriptors 6 and 7. (#4.3.0)``: the client was not run
+  under a UCSPI client.
+* ``Zmxf-remote-smtpc internal error: TYPE: MESSAGE (#4.3.0)`` (spec §7).
+* sender / recipient containing CR or LF: never sent (it would inject commands).
+"""
+
+from __future__ import annotations
+
+from mxf_remote.output import report_bytes
+
+HUGESMTPTEXT = 5000
+"""qmail-remote keeps at most this many bytes of the peer's reply text."""
+
+MAX_INTERNAL_ERROR = 400
+
+
+def safe_ip(ip: str) -> bytes:
+    """``<ip>`` as printed: bytes outside 33..126 as ``?`` (qmail's ``outsafe``)."""
+    raw = ip.encode("utf-8", "surrogateescape")
+    return bytes(b if 33 <= b <= 126 else 63 for b in raw)
+
+
+def remote_said(text: bytes) -> bytes:
+    """``Remote host said: TEXT`` ending in LF; empty when the peer said nothing."""
+    if not text:
+        return b""
+    text = text[:HUGESMTPTEXT]
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    return b"Remote host said: " + text
+
+
+def _quit(letter: str, prefix: bytes, ip: str, suffix: bytes, text: bytes = b"") -> bytes:
+    """qmail-remote's ``quit(prepend, append)``: the message report."""
+    return report_bytes(letter, prefix + safe_ip(ip) + suffix + b".\n" + remote_said(text))
+
+
+# -- the run itself -------------------------------------------------------------------
+
+
+def usage() -> bytes:
+    """Fewer than three arguments."""
+    return report_bytes("D", b"I (qmail-remote) was invoked improperly. (#5.3.5)\n")
+
+
+def control_files(detail: str | None = None) -> bytes:
+    """A control file cannot be used; ``detail`` names file, line and problem (spec §2)."""
+    text = b"Unable to read control files. (#4.3.0)\n"
+    if detail:
+        text += detail.encode("utf-8", "surrogateescape").replace(b"\n", b" ") + b"\n"
+    return report_bytes("Z", text)
+
+
+def no_network() -> bytes:
+    """fds 6 and 7 are not open: we were not run by mxf-remote or a UCSPI client."""
+    return report_bytes("Z", b"No network connection on descriptors 6 and 7. (#4.3.0)\n")
+
+
+def unreadable_message() -> bytes:
+    """fd 0 cannot be read."""
+    return report_bytes("Z", b"Unable to read message. (#4.3.0)\n")
+
+
+def partial_final_line() -> bytes:
+    """The message's last line has no line end (SMTP only)."""
+    return report_bytes("D", b"SMTP cannot transfer messages with partial final lines. (#5.6.2)\n")
+
+
+def internal_error(program: str, error: BaseException) -> bytes:
+    """Anything unexpected: deferred, never a traceback (spec §7)."""
+    message = " ".join(str(error).split())[:MAX_INTERNAL_ERROR]
+    text = f"{program} internal error: {type(error).__name__}: {message} (#4.3.0)\n"
+    return report_bytes("Z", text.encode("utf-8", "backslashreplace"))
+
+
+def connection_died(ip: str, *, critical: bool) -> bytes:
+    """Read or write failed, or timed out; ``critical`` once the final dot is on its way."""
+    duplicate = b"Possible duplicate! " if critical else b""
+    return report_bytes(
+        "Z", b"Connected to " + safe_ip(ip) + b" but connection died. " + duplicate + b"(#4.4.2)\n"
+    )
+
+
+# -- SMTP -----------------------------------------------------------------------------
+
+
+def greeting_failed(ip: str, text: bytes) -> bytes:
+    """The greeting was not 220."""
+    return _quit("Z", b"Connected to ", ip, b" but greeting failed", text)
+
+
+def name_rejected(ip: str, text: bytes) -> bytes:
+    """EHLO and HELO (or a non-5xx EHLO refusal) were not 250."""
+    return _quit("Z", b"Connected to ", ip, b" but my name was rejected", text)
+
+
+def sender_rejected(letter: str, ip: str, text: bytes) -> bytes:
+    """MAIL got 4xx (Z) or 5xx (D)."""
+    return _quit(letter, b"Connected to ", ip, b" but sender was rejected", text)
+
+
+def recipient_accepted() -> bytes:
+    """RCPT got 2xx/3xx (or QMTP said K): a bare ``r``, as qmail-remote prints it."""
+    return report_bytes("r", b"")
+
+
+def recipient_rejected(letter: str, ip: str, text: bytes) -> bytes:
+    """RCPT got 5xx (``h``) or 4xx (``s``)."""
+    return report_bytes(letter, safe_ip(ip) + b" does not like recipient.\n" + remote_said(text))
+
+
+def giving_up(ip: str) -> bytes:
+    """No recipient was accepted."""
+    return _quit("D", b"Giving up on ", ip, b"")
+
+
+def data_failed(letter: str, ip: str, text: bytes) -> bytes:
+    """DATA got 4xx/5xx (or anything but 354)."""
+    return _quit(letter, b"", ip, b" failed on DATA command", text)
+
+
+def after_data_failed(letter: str, ip: str, text: bytes) -> bytes:
+    """The reply after the final dot was 4xx/5xx."""
+    return _quit(letter, b"", ip, b" failed after I sent the message", text)
+
+
+def accepted(ip: str, text: bytes) -> bytes:
+    """The message is delivered to every ``r`` recipient."""
+    return _quit("K", b"", ip, b" accepted message", text)
+
+
+def not_smtp(ip: str, text: bytes, *, critical: bool) -> bytes:
+    """The peer's reply is not SMTP."""
+    duplicate = b"Possible duplicate! " if critical else b""
+    return report_bytes(
+        "Z",
+        b"Connected to "
+        + safe_ip(ip)
+        + b" but the remote host did not talk proper SMTP. "
+        + duplicate
+        + b"(#4.5.0)\n"
+        + remote_said(text),
+    )
+
+
+def bad_sender() -> bytes:
+    """The sender contains CR or LF: it cannot be put in a MAIL command."""
+    return report_bytes(
+        "D", b"Sorry, the sender address contains a carriage return or line feed. (#5.1.7)\n"
+    )
+
+
+def bad_recipient() -> bytes:
+    """A recipient contains CR or LF: it cannot be put in a RCPT command."""
+    return report_bytes(
+        "h", b"Sorry, the recipient address contains a carriage return or line feed. (#5.1.3)\n"
+    )
+
+
+# -- QMTP -----------------------------------------------------------------------------
+
+
+def not_qmtp() -> bytes:
+    """A response that is not a netstring starting with K, Z or D."""
+    return report_bytes("Z", b"Recipient did not talk proper QMTP. (#4.3.0)\n")
+
+
+def qmtp_text(description: bytes) -> bytes:
+    """A QMTP description as report text: bytes below 32 or above 126 as ``?``, then LF.
+
+    An empty description stays empty (no ``Remote host said:`` line then).
+    """
+    if not description:
+        return b""
+    return bytes(b if 32 <= b <= 126 else 63 for b in description[:HUGESMTPTEXT]) + b"\n"

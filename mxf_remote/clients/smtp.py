@@ -1,0 +1,338 @@
+"""mxf-remote-smtpc: qmail-remote's SMTP conversation, as a UCSPI client.
+
+mxf-remote connects, then execs us with the connection on fd 6 (read) and fd 7 (write),
+the queued message on fd 0 and the report pipe on fds 1 and 2 (spec §6, §9).  We speak
+RFC 5321 and print exactly what qmail-remote prints (notqmail ``qmail-remote.c``, whose
+``smtp()`` this module follows step by step; contract §2.1).
+
+The conversation, and where we differ from qmail-remote:
+
+1. Greeting: anything but 220 is ``ZConnected to <ip> but greeting failed.`` -- also a
+   554: once connected, djb defers rather than bounces (THOUGHTS §6).
+2. ``EHLO helohost`` (qmail-remote says HELO).  A 5xx refusal falls back to ``HELO``, as
+   RFC 5321 §3.2 allows for old servers; any other non-250 answer, or a refused HELO, is
+   ``ZConnected to <ip> but my name was rejected.``
+3. From the EHLO keywords we use PIPELINING (RFC 2920: MAIL, the RCPTs and DATA in one
+   write, in groups of at most ``PIPELINE_GROUP`` commands so that neither side can fill
+   its buffers and deadlock), SIZE (RFC 1870: the file size plus one CR per LF, an
+   estimate that is never short) and 8BITMIME (RFC 6152: ``BODY=8BITMIME`` when the
+   message has a byte above 127; without the extension, 8-bit data is sent as is, as
+   qmail-remote always does).  STARTTLS is the place marked ``_after_hello``: this is
+   where a later version switches the connection to ``SSLREADFD``/``SSLWRITEFD``; for
+   now a UCSPI-TLS control descriptor is closed, which declines TLS (opportunistic).
+4. ``MAIL FROM:<sender>``: 4xx is Z, 5xx is D ``...but sender was rejected.``
+5. ``RCPT TO:<recip>`` for each: ``r``, ``s`` (4xx) or ``h`` (5xx) per recipient, in
+   argument order; no ``r`` at all is ``DGiving up on <ip>.``
+6. ``DATA``: anything but 354 fails (qmail-remote accepts any code below 400 here; a
+   250 to DATA is not SMTP).  The body is streamed from fd 0: see ``message.py`` for
+   CRLF, bare CR and dot-stuffing.
+7. After the final dot: 2xx is ``K<ip> accepted message.``; 4xx/5xx are Z/D ``...failed
+   after I sent the message.``; a dead connection is ``...Possible duplicate!``.
+8. ``QUIT`` is written without waiting for its reply, and a failure to write it is
+   ignored.  (qmail-remote reports a failed QUIT write as "connection died" even after
+   a 250 to the message -- a deferral that would deliver the message twice.)
+
+Replies are read line by line with a 64 KiB line cap and a 1000-line reply cap: a reply
+without a three-digit code, or over those caps, is not SMTP and is a deferral, so a
+hostile peer costs bounded memory.  Per qmail-remote, a multi-line reply takes its code
+from the first line and its text is every line, CRs removed, at most 5000 bytes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mxf_remote.clients import reports
+from mxf_remote.clients.common import (
+    NETWORK_READ_FD,
+    NETWORK_WRITE_FD,
+    Finished,
+    check_arguments,
+    check_network,
+    qmail_home,
+    read_helohost,
+    read_timeout,
+    remote_ip,
+    run_guarded,
+)
+from mxf_remote.clients.fdio import Connection, ConnectionDied, LineTooLong
+from mxf_remote.clients.message import Message, MessageUnreadable, SmtpDataEncoder
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+PROGRAM = "mxf-remote-smtpc"
+MAX_LINE = 65536
+MAX_REPLY_LINES = 1000
+MAX_KEYWORDS = 100
+PIPELINE_GROUP = 100
+
+
+class NotSmtp(Exception):
+    """The peer's reply is not an SMTP reply; ``text`` is what it sent (capped)."""
+
+    def __init__(self, text: bytes) -> None:
+        super().__init__("not SMTP")
+        self.text = text
+
+
+class Reply:
+    """One SMTP reply: the code, qmail-remote's text, and the EHLO keywords."""
+
+    __slots__ = ("code", "keywords", "text")
+
+    def __init__(self, code: int, text: bytes, keywords: set[bytes]) -> None:
+        self.code = code
+        self.text = text
+        self.keywords = keywords
+
+
+def _is_reply_line(line: bytes) -> bool:
+    """``DDD``, ``DDD text`` or ``DDD-text`` with a first digit 2..5 (RFC 5321 §4.2)."""
+    return (
+        len(line) >= 3
+        and line[:3].isdigit()
+        and line[0] in b"2345"
+        and (len(line) == 3 or line[3] in b" -")
+    )
+
+
+def read_reply(connection: Connection) -> Reply:
+    """The next reply; NotSmtp for garbage, ConnectionDied when the peer goes away."""
+    text = bytearray()
+    code = 0
+    keywords: set[bytes] = set()
+    for number in range(MAX_REPLY_LINES):
+        try:
+            line = connection.read_line(MAX_LINE)
+        except LineTooLong as error:
+            text += error.start.replace(b"\r", b"")[: reports.HUGESMTPTEXT - len(text)]
+            raise NotSmtp(bytes(text)) from None
+        line = line.replace(b"\r", b"")
+        if len(text) < reports.HUGESMTPTEXT:
+            text += (line + b"\n")[: reports.HUGESMTPTEXT - len(text)]
+        if not _is_reply_line(line):
+            raise NotSmtp(bytes(text))
+        if number == 0:
+            code = int(line[:3])
+        else:
+            words = line[4:].split(None, 1)
+            if words and len(keywords) < MAX_KEYWORDS:
+                keywords.add(words[0][:64].upper())
+        if len(line) == 3 or line[3:4] == b" ":
+            return Reply(code, bytes(text), keywords)
+    raise NotSmtp(bytes(text))
+
+
+class SmtpSession:
+    """One delivery over one connection: the steps of the module doc."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        ip: str,
+        helohost: bytes,
+        message: Message,
+        sender: bytes,
+        recipients: list[bytes],
+    ) -> None:
+        self.connection = connection
+        self.ip = ip
+        self.helohost = helohost
+        self.message = message
+        self.sender = sender
+        self.recipients = recipients
+        self.reports: list[bytes] = []
+        self.accepted = False
+        """True once a recipient is accepted (``r``)."""
+        self.critical = False
+        """True from the final dot until its reply: a dead connection may duplicate."""
+
+    def run(self) -> bytes:
+        """Deliver; every report, ready for fd 1."""
+        try:
+            self._converse()
+        except Finished as finished:
+            return b"".join(self.reports) + finished.data
+        except ConnectionDied:
+            return self._with(reports.connection_died(self.ip, critical=self.critical))
+        except NotSmtp as error:
+            return self._with(reports.not_smtp(self.ip, error.text, critical=self.critical))
+        except MessageUnreadable:
+            return self._with(reports.unreadable_message())
+        raise AssertionError("_converse always finishes")  # pragma: no cover
+
+    def _with(self, report: bytes) -> bytes:
+        return b"".join(self.reports) + report
+
+    def _quit(self, report: bytes) -> NoReturn:
+        """qmail-remote's ``quit()``: QUIT without waiting, then the message report."""
+        self.connection.write_nowait(b"QUIT\r\n")
+        raise Finished(report)
+
+    def _reply(self) -> Reply:
+        return read_reply(self.connection)
+
+    def _converse(self) -> None:
+        greeting = self._reply()
+        if greeting.code != 220:
+            self._quit(reports.greeting_failed(self.ip, greeting.text))
+        keywords = self._after_hello(self._hello())
+        self._envelope(self._mail_command(keywords), pipelining=b"PIPELINING" in keywords)
+        self._data()
+        final = self._reply()
+        self.critical = False
+        if final.code >= 500:
+            self._quit(reports.after_data_failed("D", self.ip, final.text))
+        if final.code >= 300:
+            self._quit(reports.after_data_failed("Z", self.ip, final.text))
+        self._quit(reports.accepted(self.ip, final.text))
+
+    def _hello(self) -> set[bytes]:
+        """EHLO, HELO after a 5xx; the EHLO keywords (none after HELO)."""
+        self.connection.write(b"EHLO " + self.helohost + b"\r\n")
+        reply = self._reply()
+        if reply.code == 250:
+            return reply.keywords
+        if reply.code >= 500:
+            self.connection.write(b"HELO " + self.helohost + b"\r\n")
+            reply = self._reply()
+            if reply.code == 250:
+                return set()
+        self._quit(reports.name_rejected(self.ip, reply.text))
+
+    def _after_hello(self, keywords: set[bytes]) -> set[bytes]:
+        """The STARTTLS point (spec §9, a later task): decline UCSPI-TLS for now.
+
+        Under s6-ucspitlsc, closing ``SSLCTLFD`` without writing tells the TLS helper we
+        go on in clear.  The future version sends STARTTLS here when offered, writes
+        ``Y``, reads the environment block, calls ``connection.switch(SSLREADFD,
+        SSLWRITEFD)`` and says EHLO again, returning the new keywords.
+        """
+        control = os.environ.get("SSLCTLFD", "")
+        if control.isdigit() and int(control) not in (0, 1, 2, 6, 7):
+            try:  # noqa: SIM105 - contextlib costs an import at every start-up
+                os.close(int(control))
+            except OSError:
+                pass
+        return keywords
+
+    def _mail_command(self, keywords: set[bytes]) -> bytes:
+        """``MAIL FROM:<sender>`` with SIZE and BODY when the server offers them."""
+        parameters = b""
+        if b"SIZE" in keywords or b"8BITMIME" in keywords:
+            lines, eight_bit = self.message.scan()
+            if b"SIZE" in keywords:
+                parameters += b" SIZE=%d" % self.message.smtp_size_estimate(lines)
+            if b"8BITMIME" in keywords and eight_bit:
+                parameters += b" BODY=8BITMIME"
+        return b"MAIL FROM:<" + self.sender + b">" + parameters + b"\r\n"
+
+    def _envelope(self, mail: bytes, *, pipelining: bool) -> None:
+        """MAIL, RCPTs, DATA -- one at a time, or pipelined in groups.
+
+        A recipient with CR or LF is never sent (it would smuggle commands); it gets an
+        ``h`` report in its turn, as if the server had refused it.
+        """
+        steps: list[tuple[str, bytes]] = [("MAIL", mail)]
+        for recipient in self.recipients:
+            if b"\r" in recipient or b"\n" in recipient:
+                steps.append(("BAD", b""))
+            else:
+                steps.append(("RCPT", b"RCPT TO:<" + recipient + b">\r\n"))
+        if not any(kind == "RCPT" for kind, _ in steps):
+            self.reports.extend(reports.bad_recipient() for _ in self.recipients)
+            self._quit(reports.giving_up(self.ip))
+        steps.append(("DATA", b"DATA\r\n"))
+        group_size = PIPELINE_GROUP if pipelining else 1
+        start = 0
+        while start < len(steps):
+            group = steps[start : start + group_size]
+            start += len(group)
+            if group[0][0] == "DATA" and not self.accepted:
+                self._quit(reports.giving_up(self.ip))  # qmail-remote sends no DATA then
+            self.connection.write(b"".join(command for _, command in group))
+            for kind, _ in group:
+                self._answer(kind)
+
+    def _answer(self, kind: str) -> None:
+        """Read and judge the reply to one envelope step (none for a BAD recipient)."""
+        if kind == "MAIL":
+            reply = self._reply()
+            if reply.code >= 400:
+                letter = "D" if reply.code >= 500 else "Z"
+                self._quit(reports.sender_rejected(letter, self.ip, reply.text))
+        elif kind == "BAD":
+            self.reports.append(reports.bad_recipient())
+        elif kind == "RCPT":
+            self.reports.append(self._recipient_report(self._reply()))
+        else:
+            if not self.accepted:
+                self._quit(reports.giving_up(self.ip))
+            self._data_reply()
+
+    def _recipient_report(self, reply: Reply) -> bytes:
+        if reply.code >= 500:
+            return reports.recipient_rejected("h", self.ip, reply.text)
+        if reply.code >= 400:
+            return reports.recipient_rejected("s", self.ip, reply.text)
+        self.accepted = True
+        return reports.recipient_accepted()
+
+    def _data_reply(self) -> None:
+        reply = self._reply()
+        if reply.code == 354:
+            return
+        letter = "D" if reply.code >= 500 else "Z"
+        self._quit(reports.data_failed(letter, self.ip, reply.text))
+
+    def _data(self) -> None:
+        """The body, dot-stuffed with CRLF line ends, then the final dot."""
+        encoder = SmtpDataEncoder()
+        for chunk in self.message.chunks():
+            self.connection.write(encoder.encode(chunk))
+        tail = encoder.finish()
+        if not encoder.complete:
+            # The file changed under us since the check in main: no dot, no QUIT.
+            raise Finished(reports.partial_final_line())
+        self.critical = True
+        self.connection.write(tail + b".\r\n")
+
+
+def deliver(argv: list[str]) -> bytes:
+    """The whole run: arguments, control files, message checks, the conversation."""
+    sender, recipients = check_arguments(argv)
+    home = qmail_home()
+    helohost = read_helohost(home)
+    timeout = read_timeout(home)
+    check_network()
+    try:
+        message = Message(0)
+        partial = message.has_partial_final_line()
+    except MessageUnreadable:
+        return reports.unreadable_message()
+    if partial:
+        return reports.partial_final_line()
+    if b"\r" in sender or b"\n" in sender:
+        return reports.bad_sender()
+    connection = Connection(NETWORK_READ_FD, NETWORK_WRITE_FD, timeout)
+    session = SmtpSession(
+        connection,
+        ip=remote_ip(),
+        helohost=helohost,
+        message=message,
+        sender=sender,
+        recipients=recipients,
+    )
+    return session.run()
+
+
+def main() -> NoReturn:
+    """Entry point of ``mxf-remote-smtpc host sender recip...``."""
+    run_guarded(PROGRAM, deliver)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,768 @@
+"""mxf-remote-smtpc as a real process over real sockets: every reply class, byte for byte."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from clientkit import Peer, converse, fold, make_home, reports_of, run_client
+
+PROGRAM = "mxf-remote-smtpc"
+IP = "127.0.0.1"
+ARGS = ["example.org", "alice@example.org", "bob@example.org"]
+MESSAGE = b"Received: (qmail 1 invoked by uid 0); today\nSubject: hi\n\nhello\n"
+
+
+@pytest.fixture
+def home(tmp_path: object) -> str:
+    """A qmail home with control/me only."""
+    return make_home(str(tmp_path))
+
+
+def greet(peer: Peer, *keywords: str, name: bytes = b"me.example") -> None:
+    """Greeting, then EHLO answered with ``keywords``."""
+    peer.reply("220 mx.example ESMTP")
+    peer.expect(b"EHLO " + name)
+    peer.reply(
+        *[f"250-{k}" for k in ("mx.example", *keywords[:-1])],
+        f"250 {keywords[-1]}" if keywords else "250 mx.example",
+    )
+
+
+def accept_all(peer: Peer, recipients: int = 1) -> bytes:
+    """MAIL, RCPTs and DATA accepted one by one; returns the DATA bytes."""
+    assert peer.line() is not None
+    peer.reply("250 ok")
+    for _ in range(recipients):
+        assert peer.line() is not None
+        peer.reply("250 ok")
+    peer.expect(b"DATA")
+    peer.reply("354 go ahead")
+    data = peer.read_data()
+    assert data is not None
+    peer.reply("250 ok 1234 qp 42")
+    peer.expect(b"QUIT")
+    return data
+
+
+def smtpc(script, home: str, *, args=None, message: bytes | None = MESSAGE, env=None):
+    """Run the client against ``script``; the result and the peer."""
+    return converse(PROGRAM, script, list(args or ARGS), message, home=home, env=env)
+
+
+class TestInvocation:
+    """What the client checks before it says a word."""
+
+    def test_too_few_arguments(self, home: str) -> None:
+        """Fewer than three arguments is qmail-remote's usage bounce."""
+        result = run_client(PROGRAM, ["example.org", "a@b"], MESSAGE, home=home, connection=None)
+        assert result.output == b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
+        assert result.returncode == 0
+
+    def test_no_helohost_no_me(self, tmp_path: object) -> None:
+        """Neither control/helohost nor control/me: qmail's control-file deferral."""
+        home = make_home(str(tmp_path), me=None)
+        result = run_client(PROGRAM, ARGS, MESSAGE, home=home, connection=None)
+        assert result.output == b"ZUnable to read control files. (#4.3.0)\n\0"
+
+    def test_bad_timeoutremote_names_the_file(self, tmp_path: object) -> None:
+        """An unparsable control/timeoutremote defers and says which file and line."""
+        home = make_home(str(tmp_path), timeoutremote="soon\n")
+        result = run_client(PROGRAM, ARGS, MESSAGE, home=home, connection=None)
+        assert result.output == (
+            b"ZUnable to read control files. (#4.3.0)\n"
+            b"control/timeoutremote line 1: 'soon' is not a whole number of seconds\n\0"
+        )
+
+    def test_no_network_descriptors(self, home: str) -> None:
+        """Without fds 6 and 7 the client defers."""
+        result = run_client(PROGRAM, ARGS, MESSAGE, home=home, connection=None)
+        assert result.output == b"ZNo network connection on descriptors 6 and 7. (#4.3.0)\n\0"
+
+    def test_message_not_a_file(self, home: str) -> None:
+        """fd 0 that is not a regular file is an unreadable message."""
+
+        def script(peer: Peer) -> None:
+            peer.read_to_eof()
+
+        result, _ = smtpc(script, home, message=None)
+        assert result.output == b"ZUnable to read message. (#4.3.0)\n\0"
+
+    def test_partial_final_line(self, home: str) -> None:
+        """A message without a final LF is bounced before anything is sent."""
+
+        def script(peer: Peer) -> None:
+            peer.reply("220 mx.example ESMTP")
+            assert peer.read_to_eof() == b""
+
+        result, _ = smtpc(script, home, message=b"Subject: x\n\nno newline")
+        assert result.output == (
+            b"DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n\0"
+        )
+
+    def test_sender_with_line_feed(self, home: str) -> None:
+        """A sender containing LF is never put in a MAIL command."""
+
+        def script(peer: Peer) -> None:
+            assert peer.read_to_eof() == b""
+
+        result, _ = smtpc(script, home, args=["example.org", "a@b\nRSET", "bob@example.org"])
+        assert result.output == (
+            b"DSorry, the sender address contains a carriage return or line feed. (#5.1.7)\n\0"
+        )
+
+    def test_internal_error_is_a_deferral(self) -> None:
+        """An unexpected exception becomes a Z report and exit 0, never a traceback."""
+        code = (
+            "from mxf_remote.clients.common import run_guarded\n"
+            "run_guarded('mxf-remote-smtpc', lambda argv: 1 // 0)\n"
+        )
+        completed = subprocess.run(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+        assert completed.returncode == 0
+        assert completed.stdout == (
+            b"Zmxf-remote-smtpc internal error: ZeroDivisionError: "
+            b"integer division or modulo by zero (#4.3.0)\n\0"
+        )
+
+    def test_report_pipe_closed(self, home: str) -> None:
+        """A report that cannot be written still exits 0, silently."""
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        with open(os.devnull, "rb") as devnull:
+            completed = subprocess.run(
+                [sys.executable, "-m", "mxf_remote.clients.smtp", "x"],
+                stdin=devnull,
+                stdout=write_end,
+                stderr=write_end,
+                env={**os.environ, "MXF_QMAIL": home},
+                check=False,
+            )
+        os.close(write_end)
+        assert completed.returncode == 0
+
+
+class TestGreetingAndHello:
+    """Greeting, EHLO and the HELO fallback."""
+
+    @pytest.mark.parametrize("code", ["421", "554"])
+    def test_greeting_refused(self, home: str, code: str) -> None:
+        """Any greeting but 220 defers (also 554), with the server's text."""
+
+        def script(peer: Peer) -> None:
+            peer.reply(f"{code} go away")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"ZConnected to 127.0.0.1 but greeting failed.\n"
+            b"Remote host said: " + code.encode() + b" go away\n\0"
+        )
+        assert fold(result.output)[:1] == b"Z"
+
+    def test_ehlo_refused_then_helo(self, home: str) -> None:
+        """EHLO refused with 5xx falls back to HELO, and the delivery goes on."""
+        seen: list[bytes] = []
+
+        def script(peer: Peer) -> None:
+            peer.reply("220 old.example SMTP")
+            peer.expect(b"EHLO me.example")
+            peer.reply("502 what?")
+            peer.expect(b"HELO me.example")
+            peer.reply("250 old.example")
+            peer.expect(b"MAIL FROM:<alice@example.org>")  # no SIZE: no extensions
+            peer.reply("250 ok")
+            peer.expect(b"RCPT TO:<bob@example.org>")
+            peer.reply("250 ok")
+            peer.expect(b"DATA")
+            peer.reply("354 go")
+            seen.append(peer.read_data() or b"")
+            peer.reply("250 accepted")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"r\0K127.0.0.1 accepted message.\nRemote host said: 250 accepted\n\0"
+        )
+        assert seen == [MESSAGE.replace(b"\n", b"\r\n")]
+
+    def test_ehlo_and_helo_refused(self, home: str) -> None:
+        """EHLO 5xx and HELO 5xx: my name was rejected, deferred."""
+
+        def script(peer: Peer) -> None:
+            peer.reply("220 mx")
+            peer.expect(b"EHLO me.example")
+            peer.reply("500 no")
+            peer.expect(b"HELO me.example")
+            peer.reply("550 not you")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"ZConnected to 127.0.0.1 but my name was rejected.\nRemote host said: 550 not you\n\0"
+        )
+
+    def test_ehlo_temporary_refusal_no_helo(self, home: str) -> None:
+        """EHLO 421 is a rejected name at once; no HELO is tried."""
+
+        def script(peer: Peer) -> None:
+            peer.reply("220 mx")
+            peer.expect(b"EHLO me.example")
+            peer.reply("421 busy")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"ZConnected to 127.0.0.1 but my name was rejected.\nRemote host said: 421 busy\n\0"
+        )
+
+    def test_helohost_wins_over_me(self, tmp_path: object) -> None:
+        """control/helohost is the EHLO name when present."""
+        home = make_home(str(tmp_path), helohost="out.example\n")
+
+        def script(peer: Peer) -> None:
+            greet(peer, name=b"out.example")
+            accept_all(peer)
+
+        result, _ = smtpc(script, home)
+        assert reports_of(result.output)[0] == b"r\0"
+
+
+class TestEnvelope:
+    """MAIL, RCPT and the extensions."""
+
+    @pytest.mark.parametrize(("code", "letter"), [("451", b"Z"), ("550", b"D")])
+    def test_sender_rejected(self, home: str, code: str, letter: bytes) -> None:
+        """MAIL 4xx defers, 5xx bounces: sender was rejected."""
+
+        def script(peer: Peer) -> None:
+            greet(peer)
+            peer.expect(b"MAIL FROM:<alice@example.org>")
+            peer.reply(f"{code} not from you")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            letter + b"Connected to 127.0.0.1 but sender was rejected.\n"
+            b"Remote host said: " + code.encode() + b" not from you\n\0"
+        )
+        assert fold(result.output)[:1] == letter
+
+    def test_mixed_recipients(self, home: str) -> None:
+        """250/450/550 recipients give r, s, h in argument order, then K."""
+
+        def script(peer: Peer) -> None:
+            greet(peer)
+            peer.expect(b"MAIL FROM:<alice@example.org>")
+            peer.reply("250 ok")
+            peer.expect(b"RCPT TO:<a@example.org>")
+            peer.reply("250 ok")
+            peer.expect(b"RCPT TO:<b@example.org>")
+            peer.reply("450 mailbox busy")
+            peer.expect(b"RCPT TO:<c@example.org>")
+            peer.reply("550 no such user")
+            peer.expect(b"DATA")
+            peer.reply("354 go")
+            assert peer.read_data() is not None
+            peer.reply("250 ok")
+            peer.expect(b"QUIT")
+
+        args = [
+            "example.org",
+            "alice@example.org",
+            "a@example.org",
+            "b@example.org",
+            "c@example.org",
+        ]
+        result, _ = smtpc(script, home, args=args)
+        assert reports_of(result.output) == [
+            b"r\0",
+            b"s127.0.0.1 does not like recipient.\nRemote host said: 450 mailbox busy\n\0",
+            b"h127.0.0.1 does not like recipient.\nRemote host said: 550 no such user\n\0",
+            b"K127.0.0.1 accepted message.\nRemote host said: 250 ok\n\0",
+        ]
+
+    @pytest.mark.parametrize(
+        ("code", "letter", "folded"), [("450", b"s", b"Z"), ("550", b"h", b"D")]
+    )
+    def test_only_recipient_rejected(
+        self, home: str, code: str, letter: bytes, folded: bytes
+    ) -> None:
+        """No recipient accepted: the recipient report, Giving up, no DATA; rspawn folds."""
+
+        def script(peer: Peer) -> None:
+            greet(peer)
+            peer.expect(b"MAIL FROM:<alice@example.org>")
+            peer.reply("250 ok")
+            peer.expect(b"RCPT TO:<bob@example.org>")
+            peer.reply(f"{code} nope")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            letter
+            + b"127.0.0.1 does not like recipient.\nRemote host said: "
+            + code.encode()
+            + b" nope\n\0DGiving up on 127.0.0.1.\n\0"
+        )
+        assert fold(result.output) == (
+            folded
+            + b"127.0.0.1 does not like recipient.\nRemote host said: "
+            + code.encode()
+            + b" nope\nGiving up on 127.0.0.1.\n"
+        )
+
+    def test_pipelining_sends_the_envelope_at_once(self, home: str) -> None:
+        """With PIPELINING, MAIL, every RCPT and DATA arrive before any reply is sent."""
+
+        def script(peer: Peer) -> None:
+            greet(peer, "PIPELINING")
+            assert peer.line() == b"MAIL FROM:<alice@example.org>\r\n"
+            assert peer.line() == b"RCPT TO:<a@example.org>\r\n"
+            assert peer.line() == b"RCPT TO:<b@example.org>\r\n"
+            assert peer.line() == b"DATA\r\n"
+            peer.reply("250 ok", "550 unknown", "250 ok", "354 go")
+            assert peer.read_data() is not None
+            peer.reply("250 queued")
+            peer.expect(b"QUIT")
+
+        args = ["example.org", "alice@example.org", "a@example.org", "b@example.org"]
+        result, _ = smtpc(script, home, args=args)
+        assert reports_of(result.output) == [
+            b"h127.0.0.1 does not like recipient.\nRemote host said: 550 unknown\n\0",
+            b"r\0",
+            b"K127.0.0.1 accepted message.\nRemote host said: 250 queued\n\0",
+        ]
+
+    def test_pipelining_all_refused_ignores_data_reply(self, home: str) -> None:
+        """Pipelined and every RCPT refused: Giving up, whatever DATA got."""
+
+        def script(peer: Peer) -> None:
+            greet(peer, "PIPELINING")
+            for _ in range(3):
+                assert peer.line() is not None
+            peer.reply("250 ok", "550 unknown", "554 no valid recipients")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"h127.0.0.1 does not like recipient.\nRemote host said: 550 unknown\n\0"
+            b"DGiving up on 127.0.0.1.\n\0"
+        )
+
+    def test_pipelining_many_recipients_in_groups(self, home: str) -> None:
+        """250 pipelined recipients go out in groups, so neither side can deadlock."""
+        count = 250
+
+        def script(peer: Peer) -> None:
+            greet(peer, "PIPELINING")
+            commands = 0
+            while True:
+                line = peer.line()
+                assert line is not None
+                commands += 1
+                peer.reply("354 go" if line == b"DATA\r\n" else "250 ok")
+                if line == b"DATA\r\n":
+                    break
+            assert commands == count + 2
+            assert peer.read_data() is not None
+            peer.reply("250 ok")
+            peer.expect(b"QUIT")
+
+        args = ["example.org", "alice@example.org"] + [f"r{i}@example.org" for i in range(count)]
+        result, _ = smtpc(script, home, args=args)
+        assert reports_of(result.output)[:-1] == [b"r\0"] * count
+
+    def test_size_and_8bitmime(self, home: str) -> None:
+        """SIZE is the size with CRs added; BODY=8BITMIME only for 8-bit messages."""
+        message = "Subject: caf\u00e9\n\nna\u00efve\n".encode()
+        mails: list[bytes] = []
+
+        def script(peer: Peer) -> None:
+            greet(peer, "SIZE 1000000", "8BITMIME")
+            mails.append(peer.line() or b"")
+            peer.reply("250 ok")
+            peer.expect(b"RCPT TO:<bob@example.org>")
+            peer.reply("250 ok")
+            peer.expect(b"DATA")
+            peer.reply("354 go")
+            assert peer.read_data() == message.replace(b"\n", b"\r\n")
+            peer.reply("250 ok")
+            peer.expect(b"QUIT")
+
+        smtpc(script, home, message=message)
+        size = len(message) + message.count(b"\n")
+        assert mails == [b"MAIL FROM:<alice@example.org> SIZE=%d BODY=8BITMIME\r\n" % size]
+
+    def test_7bit_message_has_no_body_parameter(self, home: str) -> None:
+        """A 7-bit message gets SIZE but no BODY=8BITMIME."""
+        mails: list[bytes] = []
+
+        def script(peer: Peer) -> None:
+            greet(peer, "8BITMIME", "SIZE")
+            mails.append(peer.line() or b"")
+            peer.reply("550 stop here")
+            peer.expect(b"QUIT")
+
+        smtpc(script, home)
+        size = len(MESSAGE) + MESSAGE.count(b"\n")
+        assert mails == [b"MAIL FROM:<alice@example.org> SIZE=%d\r\n" % size]
+
+    def test_recipient_with_line_feed_is_not_sent(self, home: str) -> None:
+        """A recipient containing LF gets h in its turn and never reaches the wire."""
+
+        def script(peer: Peer) -> None:
+            greet(peer)
+            peer.expect(b"MAIL FROM:<alice@example.org>")
+            peer.reply("250 ok")
+            peer.expect(b"RCPT TO:<good@example.org>")
+            peer.reply("250 ok")
+            peer.expect(b"DATA")
+            peer.reply("354 go")
+            assert peer.read_data() is not None
+            peer.reply("250 ok")
+            peer.expect(b"QUIT")
+
+        args = ["example.org", "alice@example.org", "x@y>\r\nRSET", "good@example.org"]
+        result, _ = smtpc(script, home, args=args)
+        assert reports_of(result.output)[:2] == [
+            b"hSorry, the recipient address contains a carriage return or line feed. (#5.1.3)\n\0",
+            b"r\0",
+        ]
+
+    def test_double_bounce_sender_as_is(self, home: str) -> None:
+        """qmail's double-bounce sender #@[] and the null sender go out unchanged."""
+        mails: list[bytes] = []
+
+        def script(peer: Peer) -> None:
+            greet(peer)
+            mails.append(peer.line() or b"")
+            peer.reply("550 no")
+            peer.expect(b"QUIT")
+
+        smtpc(script, home, args=["example.org", "#@[]", "bob@example.org"])
+        smtpc(script, home, args=["example.org", "", "bob@example.org"])
+        assert mails == [b"MAIL FROM:<#@[]>\r\n", b"MAIL FROM:<>\r\n"]
+
+
+def deliver_until_data(peer: Peer) -> None:
+    """Greeting to DATA's 354, everything accepted."""
+    greet(peer)
+    peer.expect(b"MAIL FROM:<alice@example.org>")
+    peer.reply("250 ok")
+    peer.expect(b"RCPT TO:<bob@example.org>")
+    peer.reply("250 ok")
+    peer.expect(b"DATA")
+
+
+class TestData:
+    """DATA, the body on the wire, and the reply after the dot."""
+
+    @pytest.mark.parametrize(("code", "letter"), [("451", b"Z"), ("554", b"D")])
+    def test_data_refused(self, home: str, code: str, letter: bytes) -> None:
+        """DATA 4xx/5xx: failed on DATA command, after the r report."""
+
+        def script(peer: Peer) -> None:
+            deliver_until_data(peer)
+            peer.reply(f"{code} not now")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"r\0" + letter + b"127.0.0.1 failed on DATA command.\n"
+            b"Remote host said: " + code.encode() + b" not now\n\0"
+        )
+        assert fold(result.output)[:1] == letter
+
+    @pytest.mark.parametrize(("code", "letter"), [("451", b"Z"), ("554", b"D")])
+    def test_refused_after_dot(self, home: str, code: str, letter: bytes) -> None:
+        """4xx/5xx after the final dot: failed after I sent the message."""
+
+        def script(peer: Peer) -> None:
+            deliver_until_data(peer)
+            peer.reply("354 go")
+            assert peer.read_data() is not None
+            peer.reply(f"{code} spam")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"r\0" + letter + b"127.0.0.1 failed after I sent the message.\n"
+            b"Remote host said: " + code.encode() + b" spam\n\0"
+        )
+        assert fold(result.output)[:1] == letter
+
+    def test_accepted(self, home: str) -> None:
+        """250 after the dot: r, then K with the server's reply; QUIT follows."""
+
+        def script(peer: Peer) -> None:
+            deliver_until_data(peer)
+            peer.reply("354 go")
+            assert peer.read_data() is not None
+            peer.reply("250 2.0.0 ok 1234 qp 42")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"r\0K127.0.0.1 accepted message.\nRemote host said: 250 2.0.0 ok 1234 qp 42\n\0"
+        )
+        assert fold(result.output) == (
+            b"K127.0.0.1 accepted message.\nRemote host said: 250 2.0.0 ok 1234 qp 42\n"
+        )
+
+    def test_cut_after_dot_possible_duplicate(self, home: str) -> None:
+        """The connection dies after the final dot: Possible duplicate!"""
+
+        def script(peer: Peer) -> None:
+            deliver_until_data(peer)
+            peer.reply("354 go")
+            assert peer.read_data() is not None
+            peer.close()
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"r\0ZConnected to 127.0.0.1 but connection died. Possible duplicate! (#4.4.2)\n\0"
+        )
+        assert fold(result.output)[:1] == b"Z"
+
+    def test_cut_before_dot(self, home: str) -> None:
+        """The connection dies during the envelope: connection died, no duplicate warning."""
+
+        def script(peer: Peer) -> None:
+            greet(peer)
+            peer.expect(b"MAIL FROM:<alice@example.org>")
+            peer.close()
+
+        result, _ = smtpc(script, home)
+        assert result.output == b"ZConnected to 127.0.0.1 but connection died. (#4.4.2)\n\0"
+
+    def test_silent_peer_times_out(self, tmp_path: object) -> None:
+        """A peer that never answers is dropped after control/timeoutremote seconds."""
+        home = make_home(str(tmp_path), timeoutremote="1\n")
+
+        def script(peer: Peer) -> None:
+            peer.read_to_eof()
+
+        started = time.monotonic()
+        result, _ = smtpc(script, home)
+        assert result.output == b"ZConnected to 127.0.0.1 but connection died. (#4.4.2)\n\0"
+        assert 0.9 < time.monotonic() - started < 5
+
+    def test_silent_after_dot_times_out(self, tmp_path: object) -> None:
+        """No reply after the final dot within timeoutremote: Possible duplicate!"""
+        home = make_home(str(tmp_path), timeoutremote="1\n")
+
+        def script(peer: Peer) -> None:
+            deliver_until_data(peer)
+            peer.reply("354 go")
+            assert peer.read_data() is not None
+            peer.read_to_eof()
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"r\0ZConnected to 127.0.0.1 but connection died. Possible duplicate! (#4.4.2)\n\0"
+        )
+
+    def test_wire_form(self, home: str) -> None:
+        """LF becomes CRLF, CRLF stays, a bare CR is a line end, leading dots are doubled."""
+        message = b"Subject: x\n\n.\n..two\nmid.dot\r\nbare\rcr\r.\nend\n"
+        received: list[bytes] = []
+
+        def script(peer: Peer) -> None:
+            deliver_until_data(peer)
+            peer.reply("354 go")
+            line = b""
+            raw = bytearray()
+            while line != b".\r\n":
+                line = peer.line() or b".\r\n"
+                raw += line
+            received.append(bytes(raw))
+            peer.reply("250 ok")
+            peer.expect(b"QUIT")
+
+        smtpc(script, home, message=message)
+        assert received == [
+            b"Subject: x\r\n\r\n..\r\n...two\r\nmid.dot\r\nbare\r\ncr\r\n..\r\nend\r\n.\r\n"
+        ]
+
+    def test_empty_message(self, home: str) -> None:
+        """An empty message is an empty DATA: just the final dot."""
+        received: list[bytes | None] = []
+
+        def script(peer: Peer) -> None:
+            deliver_until_data(peer)
+            peer.reply("354 go")
+            received.append(peer.read_data())
+            peer.reply("250 ok")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home, message=b"")
+        assert received == [b""]
+        assert reports_of(result.output)[-1].startswith(b"K")
+
+
+class TestReplies:
+    """Multi-line, dirty, malformed and enormous replies."""
+
+    def test_multiline_reply_text(self, home: str) -> None:
+        """Every line of a multi-line reply is in the text, CRs removed."""
+
+        def script(peer: Peer) -> None:
+            peer.reply("220-mx.example ESMTP", "220-we are busy", "220 really")
+            peer.expect(b"EHLO me.example")
+            peer.reply("250-mx.example", "250 SIZE")
+            peer.expect(b"MAIL FROM:<alice@example.org> SIZE=%d" % (len(MESSAGE) + 4))
+            peer.reply("550-5.7.1 first line", "550-5.7.1 second line", "550 5.7.1 last")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"DConnected to 127.0.0.1 but sender was rejected.\nRemote host said: "
+            b"550-5.7.1 first line\n550-5.7.1 second line\n550 5.7.1 last\n\0"
+        )
+
+    def test_nul_and_cr_in_reply(self, home: str) -> None:
+        """NUL bytes in a reply become ?, every CR is dropped (qmail-remote's text rules)."""
+
+        def script(peer: Peer) -> None:
+            peer.send(b"421 bad\0byte\rhere\r\r\n")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"ZConnected to 127.0.0.1 but greeting failed.\nRemote host said: 421 bad?bytehere\n\0"
+        )
+
+    def test_text_capped_at_5000_bytes(self, home: str) -> None:
+        """The reply text is cut at qmail-remote's 5000 bytes, and still ends in LF."""
+
+        def script(peer: Peer) -> None:
+            peer.reply(*[f"421-{'x' * 96}" for _ in range(60)], "421 end")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home)
+        text = reports_of(result.output)[0]
+        head = b"ZConnected to 127.0.0.1 but greeting failed.\nRemote host said: "
+        assert text.startswith(head)
+        assert len(text) == len(head) + 5000 + 2  # the 5000 bytes, an added LF, the NUL
+        assert text.endswith(b"x\n\0")
+
+    @pytest.mark.parametrize(
+        "garbage",
+        [b"hello there\r\n", b"2500 too many digits\r\n", b"250x\r\n", b"\r\n", b"650 six\r\n"],
+    )
+    def test_malformed_reply(self, home: str, garbage: bytes) -> None:
+        """A reply without a proper code defers: not proper SMTP."""
+
+        def script(peer: Peer) -> None:
+            peer.send(garbage)
+            peer.read_to_eof()
+
+        result, _ = smtpc(script, home)
+        shown = garbage.replace(b"\r", b"")
+        assert result.output == (
+            b"ZConnected to 127.0.0.1 but the remote host did not talk proper SMTP. (#4.5.0)\n"
+            b"Remote host said: " + shown + b"\0"
+        )
+
+    def test_enormous_reply_line(self, home: str) -> None:
+        """A 10 MB reply line is refused after 64 KiB, quickly, with 5000 bytes of text."""
+
+        def script(peer: Peer) -> None:
+            with contextlib.suppress(OSError):  # the client hangs up half-way: the point
+                peer.send(b"220 " + b"y" * 10_000_000 + b"\r\n")
+            peer.read_to_eof()
+
+        result, _ = smtpc(script, home)
+        text = reports_of(result.output)[0]
+        assert text == (
+            b"ZConnected to 127.0.0.1 but the remote host did not talk proper SMTP. (#4.5.0)\n"
+            b"Remote host said: 220 " + b"y" * 4996 + b"\n\0"
+        )
+        assert result.elapsed < 10
+
+    def test_endless_multiline_reply(self, home: str) -> None:
+        """A reply of more than 1000 lines is not SMTP."""
+
+        def script(peer: Peer) -> None:
+            with contextlib.suppress(OSError):
+                peer.send(b"220-more\r\n" * 2000)
+            peer.read_to_eof()
+
+        result, _ = smtpc(script, home)
+        assert reports_of(result.output)[0].startswith(
+            b"ZConnected to 127.0.0.1 but the remote host did not talk proper SMTP. (#4.5.0)\n"
+        )
+
+    def test_malformed_after_dot_possible_duplicate(self, home: str) -> None:
+        """Garbage after the final dot defers with Possible duplicate!"""
+
+        def script(peer: Peer) -> None:
+            deliver_until_data(peer)
+            peer.reply("354 go")
+            assert peer.read_data() is not None
+            peer.reply("OK thanks")
+            peer.read_to_eof()
+
+        result, _ = smtpc(script, home)
+        assert result.output == (
+            b"r\0ZConnected to 127.0.0.1 but the remote host did not talk proper SMTP. "
+            b"Possible duplicate! (#4.5.0)\nRemote host said: OK thanks\n\0"
+        )
+
+
+class TestFold:
+    """qmail-rspawn's folding (the helper itself, against contract §1.3's table)."""
+
+    @pytest.mark.parametrize(
+        ("output", "folded"),
+        [
+            (b"Zfoo\n\0", b"Zfoo\n"),
+            (b"Dfoo\n\0", b"Dfoo\n"),
+            (b"Kfoo\n\0", b"Kfoo\n"),
+            (b"r\0Kok\n\0", b"Kok\n"),
+            (b"r\0Zlater\n\0", b"Zlater\n"),
+            (b"r\0Dperm\n\0", b"Dperm\n"),
+            (b"hno\n\0Dgive up\n\0", b"Dno\ngive up\n"),
+            (b"sno\n\0Dgive up\n\0", b"Zno\ngive up\n"),
+            (b"hno\n\0Zlater\n\0", b"Dno\n"),
+            (b"rtext\0Kok\n\0", b"Ktextok\n"),
+            (b"Zfoo\n", b"D"),
+            (b"r\0", b"D"),
+            (b"error: x\nZfoo\n\0", b"Drror: x\nZfoo\n"),
+            (b"hello\nZfoo\n\0", b"Dello\nZfoo\n"),
+            (b"", b"Zqmail-remote produced no output.\n"),
+        ],
+    )
+    def test_contract_table(self, output: bytes, folded: bytes) -> None:
+        """The fold helper reproduces every row of the contract's table."""
+        assert fold(output) == folded
+
+    def test_exit_codes(self) -> None:
+        """Exit 111 defers and any other non-zero exit bounces, whatever was printed."""
+        assert fold(b"Kok\n\0", 111) == b"ZUnable to run qmail-remote.\n"
+        assert fold(b"Kok\n\0", 1) == b"DUnable to run qmail-remote.\n"
+
+
+def test_socket_module_unused_at_start() -> None:
+    """The client runs over plain descriptors: importing it loads no socket/ssl/asyncio."""
+    code = (
+        "import sys, mxf_remote.clients.smtp, mxf_remote.clients.qmtp\n"
+        "bad = {'socket', 'ssl', 'asyncio', 'email', 'smtplib', 'threading'} & set(sys.modules)\n"
+        "print(sorted(bad))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))},
+    )
+    assert completed.stdout == b"[]\n"

@@ -341,3 +341,39 @@ def converse(
             finally:
                 client.close()  # the peer sees EOF once the client has exited too
     return result, peer
+
+
+# -- QMTP -----------------------------------------------------------------------------
+
+
+def netstring(data: bytes) -> bytes:
+    """``len:data,``."""
+    return b"%d:%s," % (len(data), data)
+
+
+def read_netstring(peer: Peer) -> bytes:
+    """One netstring from the client (AssertionError when it is not one)."""
+    digits = b""
+    while True:
+        byte = peer.read_exact(1)
+        if byte == b":":
+            break
+        assert byte.isdigit(), f"not a netstring length: {digits + byte!r}"
+        digits += byte
+    data = peer.read_exact(int(digits))
+    assert peer.read_exact(1) == b",", "netstring without its comma"
+    return data
+
+
+def read_qmtp_package(peer: Peer) -> tuple[bytes, bytes, list[bytes]]:
+    """A QMTP sink's parser: ``(message, sender, recipients)`` of one package."""
+    message = read_netstring(peer)
+    sender = read_netstring(peer)
+    packed = read_netstring(peer)
+    recipients = []
+    while packed:
+        length, _, rest = packed.partition(b":")
+        recipients.append(rest[: int(length)])
+        assert rest[int(length) : int(length) + 1] == b","
+        packed = rest[int(length) + 1 :]
+    return message, sender, recipients

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -766,3 +767,95 @@ def test_socket_module_unused_at_start() -> None:
         env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))},
     )
     assert completed.stdout == b"[]\n"
+
+
+class _Sink:
+    """An aiosmtpd handler that keeps every envelope."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[tuple[str, list[str], bytes, list[str]]] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.envelopes.append(
+            (
+                envelope.mail_from,  # type: ignore[attr-defined]
+                list(envelope.rcpt_tos),  # type: ignore[attr-defined]
+                envelope.original_content,  # type: ignore[attr-defined]
+                list(envelope.mail_options),  # type: ignore[attr-defined]
+            )
+        )
+        return "250 2.0.0 OK queued"
+
+
+@pytest.fixture(scope="module")
+def aiosmtpd_server():
+    """A real aiosmtpd SMTP server on 127.0.0.1 (its own thread and event loop)."""
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = _Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, data_size_limit=64 << 20)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+def deliver_to(port: int, args: list[str], message: bytes, home: str):
+    """Run the client over a real TCP connection to 127.0.0.1:port."""
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        return run_client(PROGRAM, args, message, home=home, connection=connection)
+
+
+class TestAiosmtpd:
+    """A real SMTP server (aiosmtpd): envelope and body byte for byte."""
+
+    def test_dots_and_8bit(self, aiosmtpd_server, home: str) -> None:
+        """Dot lines, leading dots and 8-bit bytes arrive exactly; BODY and SIZE declared."""
+        sink, port = aiosmtpd_server
+        sink.envelopes.clear()
+        message = b"Received: x\nSubject: caf\xc3\xa9\n\n.\n..\n.leading\nmiddle.\n. \nlast\n"
+        result = deliver_to(
+            port, [*ARGS[:2], "bob@example.org", "carol@example.org"], message, home
+        )
+        assert reports_of(result.output) == [
+            b"r\0",
+            b"r\0",
+            b"K127.0.0.1 accepted message.\nRemote host said: 250 2.0.0 OK queued\n\0",
+        ]
+        size = len(message) + message.count(b"\n")
+        assert sink.envelopes == [
+            (
+                "alice@example.org",
+                ["bob@example.org", "carol@example.org"],
+                message.replace(b"\n", b"\r\n"),
+                [f"SIZE={size}", "BODY=8BITMIME"],
+            )
+        ]
+
+    def test_ten_megabytes(self, aiosmtpd_server, home: str) -> None:
+        """A 10 MB message with dot lines arrives byte for byte."""
+        sink, port = aiosmtpd_server
+        sink.envelopes.clear()
+        message = b"".join(
+            b".dot %07d\n" % i if i % 7 == 0 else b"line %07d %s\n" % (i, b"z" * 60)
+            for i in range(150_000)
+        )
+        assert len(message) > 8_000_000
+        result = deliver_to(port, ARGS, message, home)
+        assert reports_of(result.output)[-1].startswith(b"K127.0.0.1 accepted message.")
+        assert len(sink.envelopes) == 1
+        assert sink.envelopes[0][2] == message.replace(b"\n", b"\r\n")
+
+    def test_partial_final_line_delivers_nothing(self, aiosmtpd_server, home: str) -> None:
+        """A message without its final LF is bounced and never reaches the server."""
+        sink, port = aiosmtpd_server
+        sink.envelopes.clear()
+        result = deliver_to(port, ARGS, b"Subject: x\n\nno end", home)
+        assert result.output == (
+            b"DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n\0"
+        )
+        assert sink.envelopes == []

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from mxf_remote.control import Protocol, Route, parse_routes
-from mxf_remote.knowledge import MX, SRV, Answer, Knowledge, Status
+from mxf_remote.knowledge import HARD, MX, SRV, Answer, Knowledge, Status, dns_name
 from mxf_remote.plan import (
     MAX_ATTEMPTS,
     MAX_EXCHANGERS,
@@ -1343,3 +1343,55 @@ class TestSelfCheckVerdict:
         known = knowledge(mx=status(Status.NODATA), hosts={"example.com": ["192.0.2.5"]})
         attempt = Attempt(SMTP, "example.com", "192.0.2.5", 25, "implicit", 0)
         assert self_check_verdict(attempt, known, LOCAL) is True
+
+
+class TestKnowledge:
+    """The answer data the planner reads (knowledge.py)."""
+
+    @pytest.mark.parametrize(
+        ("name", "stored"),
+        [
+            ("Example.COM.", "example.com"),
+            ("example.com", "example.com"),
+            (".", ""),
+            ("", ""),
+            ("MX1.Example.Org", "mx1.example.org"),
+        ],
+    )
+    def test_dns_name(self, name: str, stored: str) -> None:
+        """Names are stored lower-cased without the trailing dot; "." is the empty name."""
+        assert dns_name(name) == stored
+
+    def test_never_asked_is_pending(self) -> None:
+        """A name never asked reads as pending in both families."""
+        ipv6, ipv4 = Knowledge().address_answers("x.example")
+        assert ipv6.pending
+        assert ipv4.pending
+
+    @pytest.mark.parametrize(
+        ("kind", "pending"),
+        [
+            (Status.PENDING, True),
+            (Status.OK, False),
+            (Status.NXDOMAIN, False),
+            (Status.NODATA, False),
+            (Status.TEMPFAIL, False),
+        ],
+    )
+    def test_answer_pending(self, kind: Status, pending: bool) -> None:
+        """Only a PENDING answer is pending."""
+        assert Answer(kind).pending is pending
+
+    def test_hard_statuses(self) -> None:
+        """NXDOMAIN and NODATA are the hard failures; TEMPFAIL is not."""
+        assert set(HARD) == {Status.NXDOMAIN, Status.NODATA}
+
+    def test_outstanding(self) -> None:
+        """Every started lookup without an answer counts once."""
+        known = knowledge(
+            mx=status(Status.PENDING),
+            srv={"smtp": status(Status.PENDING), "qmtp": status(Status.TEMPFAIL)},
+            hosts={"a": (PENDING, Answer(Status.OK, ("192.0.2.1",))), "b": (PENDING, PENDING)},
+        )
+        assert known.outstanding() == 5
+        assert Knowledge().outstanding() == 0

@@ -377,3 +377,124 @@ def read_qmtp_package(peer: Peer) -> tuple[bytes, bytes, list[bytes]]:
         assert rest[int(length) : int(length) + 1] == b","
         packed = rest[int(length) + 1 :]
     return message, sender, recipients
+
+
+# -- Postfix --------------------------------------------------------------------------
+
+POSTFIX_MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {root}/spool
+data_directory = {root}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mx.postfix.test
+mydomain = postfix.test
+mydestination =
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+local_header_rewrite_clients =
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = check_client_access static:HOLD
+smtpd_tls_security_level = none
+maillog_file = /dev/stdout
+biff = no
+"""
+
+
+class PostfixServer:
+    """Debian's postfix in the foreground from a private directory; mail goes on hold.
+
+    Every accepted message stays in ``spool/hold`` (``static:HOLD``), where ``postcat``
+    shows its envelope and its content as Postfix stored them.  Pitfalls from
+    test-infra.md: the directory must be traversable by the postfix user, the config
+    files must not be from the current second, the listener is bound in master.cf.
+    """
+
+    def __init__(self, postfix: str, master: str, port: int) -> None:
+        import pwd
+
+        self.port = port
+        self.postfix = postfix
+        self.root = tempfile.mkdtemp(prefix="mxf-postfix-")
+        os.chmod(self.root, 0o755)
+        self.config = os.path.join(self.root, "etc")
+        for name in ("etc", "spool", "data"):
+            os.mkdir(os.path.join(self.root, name))
+        owner = pwd.getpwnam("postfix")
+        os.chown(os.path.join(self.root, "data"), owner.pw_uid, owner.pw_gid)
+        with open(os.path.join(self.config, "main.cf"), "w") as file:
+            file.write(POSTFIX_MAIN_CF.format(root=self.root))
+        with open("/etc/postfix/master.cf") as file:
+            lines = file.read().splitlines()
+        lines = [
+            f"127.0.0.1:{port} inet n - n - - smtpd" if ln.startswith("smtp ") else ln
+            for ln in lines
+        ]
+        with open(os.path.join(self.config, "master.cf"), "w") as file:
+            file.write("\n".join(lines) + "\n")
+        past = time.time() - 120
+        for name in os.listdir(self.config):
+            os.utime(os.path.join(self.config, name), (past, past))
+        subprocess.run(
+            [postfix, "-c", self.config, "check"], capture_output=True, check=True, timeout=60
+        )
+        self.log = open(os.path.join(self.root, "master.log"), "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [master, "-c", self.config, "-s"],
+            stdout=self.log,
+            stderr=self.log,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
+                    if probe.recv(100).startswith(b"220"):
+                        probe.sendall(b"QUIT\r\n")
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError("postfix did not start: " + self.log_text())
+            time.sleep(0.05)
+
+    def log_text(self) -> str:
+        """The master's log so far."""
+        with open(os.path.join(self.root, "master.log"), errors="replace") as file:
+            return file.read()
+
+    def held(self, queue_id: str) -> tuple[str, bytes]:
+        """``(envelope, content)`` of a held message, from ``postcat``."""
+        path = os.path.join(self.root, "spool", "hold", queue_id)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        postcat = os.path.join(os.path.dirname(self.postfix), "postcat")
+        envelope = subprocess.run(
+            [postcat, "-c", self.config, "-e", path], capture_output=True, check=True
+        ).stdout.decode(errors="replace")
+        content = subprocess.run(
+            [postcat, "-c", self.config, "-bh", path], capture_output=True, check=True
+        ).stdout
+        return envelope, content
+
+    def stop(self) -> None:
+        """Stop the master (it takes its children down) and remove the directory."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -10,7 +10,17 @@ import sys
 import time
 
 import pytest
-from clientkit import Peer, converse, fold, make_home, reports_of, run_client
+from clientkit import (
+    Peer,
+    PostfixServer,
+    converse,
+    fold,
+    free_port,
+    make_home,
+    postfix_binaries,
+    reports_of,
+    run_client,
+)
 
 PROGRAM = "mxf-remote-smtpc"
 IP = "127.0.0.1"
@@ -792,9 +802,7 @@ def aiosmtpd_server():
     """A real aiosmtpd SMTP server on 127.0.0.1 (its own thread and event loop)."""
     from aiosmtpd.controller import Controller
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     sink = _Sink()
     controller = Controller(sink, hostname="127.0.0.1", port=port, data_size_limit=64 << 20)
     controller.start()
@@ -859,3 +867,58 @@ class TestAiosmtpd:
             b"DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n\0"
         )
         assert sink.envelopes == []
+
+
+@pytest.fixture(scope="module")
+def postfix_server():
+    """Debian's postfix in the foreground from a private directory (skipped when absent)."""
+    binaries = postfix_binaries()
+    if binaries is None:
+        pytest.skip("postfix is not installed (Debian package: postfix)")
+    if os.geteuid() != 0:
+        pytest.skip("postfix's master must start as root")
+    server = PostfixServer(*binaries, free_port())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class TestPostfix:
+    """A real MTA (Postfix 3.7): PIPELINING, SIZE, 8BITMIME as a production server offers them."""
+
+    def test_delivery_byte_for_byte(self, postfix_server: PostfixServer, home: str) -> None:
+        """Envelope and content as Postfix stored them, after its own Received line."""
+        message = (
+            b"From: alice@example.org\nTo: bob@example.org\nDate: Wed, 25 Nov 2026 12:00:00 +0000\n"
+            b"Message-ID: <1@example.org>\nSubject: caf\xc3\xa9\n\n.\n..two\n.leading\nend\n"
+        )
+        args = ["example.org", "alice@example.org", "bob@example.org", "carol@example.org"]
+        result = deliver_to(postfix_server.port, args, message, home)
+        reports = reports_of(result.output)
+        assert reports[:2] == [b"r\0", b"r\0"]
+        assert reports[2].startswith(
+            b"K127.0.0.1 accepted message.\nRemote host said: 250 2.0.0 Ok: queued as "
+        )
+        queue_id = reports[2].split(b"queued as ")[1].rstrip(b"\n\0").decode()
+        envelope, content = postfix_server.held(queue_id)
+        assert "sender: alice@example.org\n" in envelope
+        recipients = [
+            line.split(": ", 1)[1]
+            for line in envelope.splitlines()
+            if line.startswith("recipient: ")
+        ]
+        assert recipients == ["bob@example.org", "carol@example.org"]
+        assert "encoding=8bit" in envelope
+        received, _, stored = content.partition(b"\nFrom: ")
+        assert received.startswith(b"Received: from me.example (localhost [127.0.0.1])")
+        assert b"From: " + stored == message
+
+    def test_rejected_recipient(self, postfix_server: PostfixServer, home: str) -> None:
+        """A recipient Postfix refuses (not fully qualified) is h, and the message D."""
+        result = deliver_to(
+            postfix_server.port, ["example.org", "a@example.org", "bob@"], MESSAGE, home
+        )
+        reports = reports_of(result.output)
+        assert reports[0].startswith(b"h127.0.0.1 does not like recipient.\nRemote host said: 5")
+        assert reports[1] == b"DGiving up on 127.0.0.1.\n\0"

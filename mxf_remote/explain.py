@@ -23,6 +23,7 @@ for the administrator rather than bouncing.
 from __future__ import annotations
 
 from mxf_remote.addresses import parse_literal
+from mxf_remote.control import Protocol
 from mxf_remote.knowledge import HARD, Answer, Knowledge, Status
 from mxf_remote.plan import (
     Destination,
@@ -89,12 +90,48 @@ def _explain_routes(destination: Destination, knowledge: Knowledge) -> Report:
     return NO_CONNECTION
 
 
+def _srv_targets(knowledge: Knowledge, offered: list[Protocol]) -> list[str]:
+    targets = []
+    for protocol in offered:
+        answer = knowledge.srv.get(protocol.service)
+        if answer is not None and answer.status is Status.OK:
+            targets += [record.target for record in usable_srv_targets(answer.records)]
+    return targets
+
+
+def _unresolved_temporarily(knowledge: Knowledge, names: list[str]) -> bool:
+    """True when one of ``names`` got no address and one of its lookups failed for now."""
+    for name in names:
+        ipv6, ipv4 = knowledge.address_answers(name)
+        if not (ipv6.records or ipv4.records) and _any_temporary([ipv6, ipv4]):
+            return True
+    return False
+
+
+def _explain_self_cut(destination: Destination, knowledge: Knowledge, plan: Plan) -> Report:
+    """We are listed: #5.4.6, unless a better exchanger might exist but failed to resolve.
+
+    Lookups that cannot change the answer (a worse exchanger, the host's own addresses
+    when MX records exist, the other family of an exchanger that has addresses) are
+    ignored, as qmail-remote ignores them.
+    """
+    mx = knowledge.mx
+    if mx is None or mx.status is not Status.OK:  # a literal, or an implicit MX to us
+        return WE_ARE_BEST_MX
+    better = [
+        record.exchange
+        for record in usable_exchangers(mx.records)
+        if plan.cut_preference is None or record.preference < plan.cut_preference
+    ]
+    targets = _srv_targets(knowledge, list(destination.protocols))
+    if _unresolved_temporarily(knowledge, better + targets):
+        return DNS_TEMPORARY
+    return WE_ARE_BEST_MX
+
+
 def _explain_dns(destination: Destination, knowledge: Knowledge, plan: Plan) -> Report:
-    everything = _address_answers(knowledge, list(knowledge.ipv4))
-    if knowledge.mx is not None:
-        everything.append(knowledge.mx)
     if plan.self_cut:
-        return DNS_TEMPORARY if _any_temporary(everything) else WE_ARE_BEST_MX
+        return _explain_self_cut(destination, knowledge, plan)
     mx = knowledge.mx
     if mx is None or mx.status in (Status.TEMPFAIL, Status.PENDING):
         return DNS_TEMPORARY
@@ -102,11 +139,7 @@ def _explain_dns(destination: Destination, knowledge: Knowledge, plan: Plan) -> 
     offered = [p for p in destination.protocols if p.service not in declined]
     if not offered:
         return SERVICE_DECLINED
-    targets = []
-    for protocol in offered:
-        answer = knowledge.srv.get(protocol.service)
-        if answer is not None and answer.status is Status.OK:
-            targets += [record.target for record in usable_srv_targets(answer.records)]
+    targets = _srv_targets(knowledge, offered)
     if mx.status is Status.OK and is_null_mx(mx.records) and not targets:
         return null_mx(destination.host)
     targets += [record.exchange for record in usable_exchangers(mx.records)]

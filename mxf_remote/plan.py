@@ -85,6 +85,8 @@ class Plan:
 
     entries: tuple[Entry, ...]
     self_cut: bool = False
+    cut_preference: int | None = None
+    """The MX preference at which we are listed, when the self-check cut MX targets."""
 
     @property
     def attempts(self) -> tuple[Attempt, ...]:
@@ -201,6 +203,7 @@ class _Builder:
         self.seen: set[tuple[str, int]] = set()
         self.count = 0
         self.self_cut = False
+        self.cut_preference: int | None = None
 
     def full(self) -> bool:
         return self.count >= MAX_ATTEMPTS
@@ -244,7 +247,7 @@ class _Builder:
         self.count += 1
 
     def plan(self) -> Plan:
-        return Plan(tuple(self.entries), self.self_cut)
+        return Plan(tuple(self.entries), self.self_cut, self.cut_preference)
 
 
 def build_plan(destination: Destination, knowledge: Knowledge, local: frozenset[str]) -> Plan:
@@ -337,6 +340,7 @@ def _plan_dns(builder: _Builder, destination: Destination, knowledge: Knowledge)
     exchangers = usable_exchangers(mx.records)
     if exchangers:
         cut = self_cut_preference(exchangers, knowledge, builder.local)
+        builder.cut_preference = cut
         for record in exchangers:
             if cut is not None and record.preference >= cut:
                 builder.self_cut = True

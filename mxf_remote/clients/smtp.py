@@ -26,8 +26,9 @@ The conversation, and where we differ from qmail-remote:
 6. ``DATA``: anything but 354 fails (qmail-remote accepts any code below 400 here; a
    250 to DATA is not SMTP).  The body is streamed from fd 0: see ``message.py`` for
    CRLF, bare CR and dot-stuffing.
-7. After the final dot: 2xx is ``K<ip> accepted message.``; 4xx/5xx are Z/D ``...failed
-   after I sent the message.``; a dead connection is ``...Possible duplicate!``.
+7. After the final dot: 2xx is ``K<ip> accepted message.``; 3xx/4xx are Z and 5xx is
+   D ``...failed after I sent the message.`` (qmail-remote takes any code below 400 for
+   success); a dead connection is ``...Possible duplicate!``.
 8. ``QUIT`` is written without waiting for its reply, and a failure to write it is
    ignored.  (qmail-remote reports a failed QUIT write as "connection died" even after
    a 250 to the message -- a deferral that would deliver the message twice.)

@@ -21,7 +21,7 @@ start once per delivery.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DEFAULT_HOME = "/var/qmail"
 S6_COMMAND_DIR = "/package/net/s6-networking/command"
@@ -238,28 +238,11 @@ def install_protocol(
         tls_path = find_program(tls_name, beside)
         if tls_path is None:
             return _unusable(protocol, f"TLS client {tls_name} is not installed")
-    return Protocol(
-        protocol.service,
-        protocol.default_port,
-        protocol.slice,
-        protocol.implicit_tls,
-        protocol.explicit_tls,
-        protocol.program,
-        program_path,
-        tls_path,
-    )
+    return replace(protocol, program_path=program_path, tls_client_path=tls_path)
 
 
 def _unusable(protocol: Protocol, reason: str) -> Protocol:
-    return Protocol(
-        protocol.service,
-        protocol.default_port,
-        protocol.slice,
-        protocol.implicit_tls,
-        protocol.explicit_tls,
-        protocol.program,
-        unusable_reason=reason,
-    )
+    return replace(protocol, unusable_reason=reason)
 
 
 # ---------------------------------------------------------------------------------------

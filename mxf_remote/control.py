@@ -1,21 +1,10 @@
-"""The control files: what the qmail administrator said, read once per delivery.
+"""The control files mxf-remote reads: timeouts, the protocols table, the routes.
 
-Reading rules follow qmail's ``control.c`` where qmail has a rule, and spec §2 where it
-has a stricter one:
-
-* a file that does not exist takes its default (the administrator said nothing);
-* a single-value file is its first line with trailing space, tab and LF stripped;
-* a file that exists but cannot be read or parsed is an error that names the file, the
-  line and the problem.  It becomes ``ZUnable to read control files. (#4.3.0)`` plus
-  that line: the message is deferred, never bounced, and the log tells the
-  administrator exactly what to fix.
-
-qmail keeps a carriage return (CRLF files written on another system) as part of the
-value, which later shows up as an unreachable relay or a missing program.  We refuse a
-line that ends in CR with an error that says so, instead of failing somewhere obscure.
-
-This module imports nothing heavy: the protocol clients use its primitives too, and they
-start once per delivery.
+Each file is read with the primitives of ``controlfile.py`` (qmail's reading rules).  A
+file that exists but cannot be read or parsed is a ``ControlError`` naming the file, the
+line and the problem; mxf-remote turns it into ``ZUnable to read control files.
+(#4.3.0)`` plus that line: the message is deferred, never bounced, and the log tells the
+administrator exactly what to fix.
 """
 
 from __future__ import annotations
@@ -23,10 +12,33 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
-DEFAULT_HOME = "/var/qmail"
+from mxf_remote.controlfile import (
+    DEFAULT_HOME,
+    ControlError,
+    parse_decimal,
+    qmail_home,
+    read_first_line,
+    read_lines,
+    read_number,
+)
+
+__all__ = [
+    "DEFAULT_HOME",
+    "Control",
+    "ControlError",
+    "Protocol",
+    "Route",
+    "lookup_route",
+    "parse_decimal",
+    "qmail_home",
+    "read_control",
+    "read_first_line",
+    "read_lines",
+    "read_number",
+]
+
 S6_COMMAND_DIR = "/package/net/s6-networking/command"
 
-MAX_CONTROL_FILE_BYTES = 16 * 1024 * 1024
 MAX_PROTOCOLS = 16
 
 DEFAULT_PROTOCOLS = (
@@ -34,85 +46,6 @@ DEFAULT_PROTOCOLS = (
     "qmtp:209:1:N:N:mxf-remote-qmtpc\n"
     "smtp:25:0:N:Y:mxf-remote-smtpc\n"
 )
-
-
-class ControlError(Exception):
-    """A control file exists but cannot be used: names the file, the line and the problem."""
-
-    def __init__(self, name: str, line: int | None, problem: str) -> None:
-        self.name = name
-        self.line = line
-        self.problem = problem
-        super().__init__(self.detail())
-
-    def detail(self) -> str:
-        """``control/NAME line N: problem`` (without a line number when none applies)."""
-        where = f"control/{self.name}" + (f" line {self.line}" if self.line else "")
-        return f"{where}: {self.problem}"
-
-
-def qmail_home() -> str:
-    """The qmail home: ``$MXF_QMAIL`` when set and not empty, else ``/var/qmail``."""
-    return os.environ.get("MXF_QMAIL") or DEFAULT_HOME
-
-
-# ---------------------------------------------------------------------------------------
-# Primitives shared with the protocol clients
-
-
-def read_lines(home: str, name: str) -> list[str] | None:
-    """Every line of ``control/NAME`` with trailing space/tab stripped; None if absent.
-
-    Bytes are decoded as UTF-8 with surrogate escapes (as the OS decodes argv), so no
-    byte sequence makes this fail.  A line ending in CR is an error (see module doc).
-    """
-    path = os.path.join(home, "control", name)
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_CONTROL_FILE_BYTES + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        raise ControlError(name, None, f"cannot read: {error.strerror or error}") from None
-    if len(data) > MAX_CONTROL_FILE_BYTES:
-        raise ControlError(name, None, f"larger than {MAX_CONTROL_FILE_BYTES} bytes")
-    lines = data.decode("utf-8", "surrogateescape").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    stripped = []
-    for number, raw_line in enumerate(lines, start=1):
-        line = raw_line.rstrip(" \t")
-        if line.endswith("\r"):
-            raise ControlError(name, number, "line ends in a carriage return (CRLF line ends?)")
-        stripped.append(line)
-    return stripped
-
-
-def read_first_line(home: str, name: str) -> str | None:
-    """The first line of ``control/NAME`` (qmail's ``control_readline``); None if absent."""
-    lines = read_lines(home, name)
-    if lines is None:
-        return None
-    return lines[0] if lines else ""
-
-
-def parse_decimal(name: str, line: int, text: str, *, low: int, high: int, unit: str) -> int:
-    """A whole number in ``low..high`` written in plain decimal, or a ControlError."""
-    if not text:
-        raise ControlError(name, line, f"empty, expected a whole number of {unit}")
-    if not (text.isascii() and text.isdigit()):
-        raise ControlError(name, line, f"{text[:40]!r} is not a whole number of {unit}")
-    if len(text) > 12 or not low <= int(text) <= high:
-        raise ControlError(name, line, f"{text[:40]} is outside {low}..{high} {unit}")
-    return int(text)
-
-
-def read_number(home: str, name: str, default: int, *, low: int, high: int, unit: str) -> int:
-    """A single-number control file (``timeoutconnect``, ``timeoutremote``...)."""
-    text = read_first_line(home, name)
-    if text is None:
-        return default
-    return parse_decimal(name, 1, text, low=low, high=high, unit=unit)
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,7 +14,10 @@ follow, and every program in this package obeys them through this module:
 from __future__ import annotations
 
 import os
-from typing import NoReturn
+
+TYPE_CHECKING = False  # typing costs an import per delivery; annotations are strings here
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 REPORT_FD = 1
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mxf_remote import control
+from mxf_remote import control, controlfile
 from mxf_remote.control import (
     DEFAULT_PROTOCOLS,
     ControlError,
@@ -218,7 +218,7 @@ class TestReadLines:
         """A file larger than the limit (16 MiB) is an error, read no further."""
         path = write_control(home, "smtproutes", "")
         with path.open("wb") as file:
-            file.truncate(control.MAX_CONTROL_FILE_BYTES + 1)
+            file.truncate(controlfile.MAX_CONTROL_FILE_BYTES + 1)
         with pytest.raises(ControlError) as error:
             read_lines(str(home), "smtproutes")
         expect_error(error, "smtproutes", None)
@@ -226,7 +226,7 @@ class TestReadLines:
 
     def test_size_limit_boundary(self, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """A file exactly at the limit is read; one byte more is refused."""
-        monkeypatch.setattr(control, "MAX_CONTROL_FILE_BYTES", 8)
+        monkeypatch.setattr(controlfile, "MAX_CONTROL_FILE_BYTES", 8)
         write_control(home, "ok", "1234567\n")
         assert read_lines(str(home), "ok") == ["1234567"]
         write_control(home, "big", "12345678\n")

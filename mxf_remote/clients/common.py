@@ -17,7 +17,7 @@ import os
 import sys
 
 from mxf_remote.clients import reports
-from mxf_remote.control import ControlError, qmail_home, read_first_line, read_number
+from mxf_remote.controlfile import ControlError, qmail_home, read_first_line, read_number
 from mxf_remote.output import finish
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up

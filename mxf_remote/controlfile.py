@@ -1,0 +1,94 @@
+"""Reading one control file: the primitives every program of the package shares.
+
+qmail's ``control.c`` rules: a file that does not exist takes its default; a
+single-value file is its first line with trailing space, tab and LF stripped.  A file
+that exists but cannot be read or parsed raises ``ControlError`` naming the file, the
+line and the problem.  A line ending in CR (a CRLF file) is such an error: qmail would
+keep the CR in the value and fail somewhere obscure later.
+
+Kept apart from ``control.py`` (the protocols table and routes, for mxf-remote) and free
+of heavy imports: the protocol clients start once per delivery and read ``me``,
+``helohost`` and ``timeoutremote`` through this module alone.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_HOME = "/var/qmail"
+MAX_CONTROL_FILE_BYTES = 16 * 1024 * 1024
+
+
+class ControlError(Exception):
+    """A control file exists but cannot be used: names the file, the line and the problem."""
+
+    def __init__(self, name: str, line: int | None, problem: str) -> None:
+        self.name = name
+        self.line = line
+        self.problem = problem
+        super().__init__(self.detail())
+
+    def detail(self) -> str:
+        """``control/NAME line N: problem`` (without a line number when none applies)."""
+        where = f"control/{self.name}" + (f" line {self.line}" if self.line else "")
+        return f"{where}: {self.problem}"
+
+
+def qmail_home() -> str:
+    """The qmail home: ``$MXF_QMAIL`` when set and not empty, else ``/var/qmail``."""
+    return os.environ.get("MXF_QMAIL") or DEFAULT_HOME
+
+
+def read_lines(home: str, name: str) -> list[str] | None:
+    """Every line of ``control/NAME`` with trailing space/tab stripped; None if absent.
+
+    Bytes are decoded as UTF-8 with surrogate escapes (as the OS decodes argv), so no
+    byte sequence makes this fail.  A line ending in CR is an error (see module doc).
+    """
+    path = os.path.join(home, "control", name)
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_CONTROL_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise ControlError(name, None, f"cannot read: {error.strerror or error}") from None
+    if len(data) > MAX_CONTROL_FILE_BYTES:
+        raise ControlError(name, None, f"larger than {MAX_CONTROL_FILE_BYTES} bytes")
+    lines = data.decode("utf-8", "surrogateescape").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    stripped = []
+    for number, raw_line in enumerate(lines, start=1):
+        line = raw_line.rstrip(" \t")
+        if line.endswith("\r"):
+            raise ControlError(name, number, "line ends in a carriage return (CRLF line ends?)")
+        stripped.append(line)
+    return stripped
+
+
+def read_first_line(home: str, name: str) -> str | None:
+    """The first line of ``control/NAME`` (qmail's ``control_readline``); None if absent."""
+    lines = read_lines(home, name)
+    if lines is None:
+        return None
+    return lines[0] if lines else ""
+
+
+def parse_decimal(name: str, line: int, text: str, *, low: int, high: int, unit: str) -> int:
+    """A whole number in ``low..high`` written in plain decimal, or a ControlError."""
+    if not text:
+        raise ControlError(name, line, f"empty, expected a whole number of {unit}")
+    if not (text.isascii() and text.isdigit()):
+        raise ControlError(name, line, f"{text[:40]!r} is not a whole number of {unit}")
+    if len(text) > 12 or not low <= int(text) <= high:
+        raise ControlError(name, line, f"{text[:40]} is outside {low}..{high} {unit}")
+    return int(text)
+
+
+def read_number(home: str, name: str, default: int, *, low: int, high: int, unit: str) -> int:
+    """A single-number control file (``timeoutconnect``, ``timeoutremote``...)."""
+    text = read_first_line(home, name)
+    if text is None:
+        return default
+    return parse_decimal(name, 1, text, low=low, high=high, unit=unit)

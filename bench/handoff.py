@@ -65,8 +65,9 @@ def measure(argv: list[str], env: dict[str, str], stdin_path: Path,
     cpu_before = _children_cpu()
     with open(stdin_path, "rb") as stdin:
         started = time.monotonic()
-        subprocess.run(argv, stdin=stdin, stdout=subprocess.DEVNULL, env=env, check=False,
-                       timeout=60)
+        # wait() without a timeout blocks in waitpid; with one, it polls in steps of up
+        # to 50 ms, which would quantise the wall times.
+        subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, env=env).wait()
         wall = time.monotonic() - started
     cpu = _children_cpu() - cpu_before
     handoff = None

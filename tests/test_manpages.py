@@ -154,7 +154,8 @@ class TestDiagnostics:
     """mxf-remote(8)'s DIAGNOSTICS lists exactly the reports report.py prints."""
 
     @pytest.fixture(scope="class")
-    def diagnostics(self) -> str:
+    @classmethod
+    def diagnostics(cls) -> str:
         """The DIAGNOSTICS section of the rendered mxf-remote(8)."""
         return section(render(DISPATCHER_PAGE), "DIAGNOSTICS")
 

@@ -10,7 +10,9 @@ administrator exactly what to fix.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
 
 from mxf_remote.controlfile import (
     DEFAULT_HOME,
@@ -78,8 +80,7 @@ def tls_client_default(s6_name: str, ours: str) -> str:
 # control/protocols
 
 
-@dataclass(frozen=True, slots=True)
-class Protocol:
+class Protocol(NamedTuple):
     """One line of ``control/protocols``, with its programs found on this machine."""
 
     service: str
@@ -171,19 +172,18 @@ def install_protocol(
         tls_path = find_program(tls_name, beside)
         if tls_path is None:
             return _unusable(protocol, f"TLS client {tls_name} is not installed")
-    return replace(protocol, program_path=program_path, tls_client_path=tls_path)
+    return protocol._replace(program_path=program_path, tls_client_path=tls_path)
 
 
 def _unusable(protocol: Protocol, reason: str) -> Protocol:
-    return replace(protocol, unusable_reason=reason)
+    return protocol._replace(unusable_reason=reason)
 
 
 # ---------------------------------------------------------------------------------------
 # control/<service>routes
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """Where a routes file sends a host: a relay (name or literal) and maybe a port."""
 
     relay: str
@@ -253,8 +253,7 @@ def lookup_route(table: dict[bytes, Route | None], host: str) -> Route | None:
 # Everything mxf-remote reads
 
 
-@dataclass(frozen=True, slots=True)
-class Control:
+class Control(NamedTuple):
     """What ``mxf-remote`` needs from the control files, every default applied."""
 
     home: str
@@ -266,7 +265,7 @@ class Control:
     """Seconds: the whole resolution phase."""
     protocols: tuple[Protocol, ...]
     """Every protocol of ``control/protocols`` in order, usable or not."""
-    routes: dict[str, dict[bytes, Route | None]] = field(default_factory=dict)
+    routes: Mapping[str, dict[bytes, Route | None]] = MappingProxyType({})
     """Routes tables by service, for the usable protocols whose routes file exists."""
 
     @property

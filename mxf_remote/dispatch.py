@@ -11,7 +11,7 @@ the loop, and returns plain values.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mxf_remote.control import Control
 from mxf_remote.knowledge import Answer, Knowledge, Status
@@ -21,8 +21,7 @@ from mxf_remote.resolver import CaresLookup, Lookup, Resolution
 from mxf_remote.trace import Trace
 
 
-@dataclass
-class Dispatched:
+class Dispatched(NamedTuple):
     """What the asynchronous phase found: the outcome, and the final plan and knowledge."""
 
     outcome: Won | Lost

@@ -14,8 +14,7 @@ lower-cased and without a trailing dot.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -33,8 +32,7 @@ class Status(enum.Enum):
 HARD = (Status.NXDOMAIN, Status.NODATA)
 
 
-@dataclass(frozen=True, slots=True)
-class Answer(Generic[T_co]):
+class Answer(NamedTuple, Generic[T_co]):
     """One lookup's state and, once OK, its records (already in plan order for MX/SRV)."""
 
     status: Status
@@ -46,16 +44,14 @@ class Answer(Generic[T_co]):
         return self.status is Status.PENDING
 
 
-@dataclass(frozen=True, slots=True)
-class MX:
+class MX(NamedTuple):
     """An MX record: preference and exchanger name (empty for a null MX)."""
 
     preference: int
     exchange: str
 
 
-@dataclass(frozen=True, slots=True)
-class SRV:
+class SRV(NamedTuple):
     """An SRV record (RFC 2782); an empty target is the "." of "service not offered"."""
 
     priority: int
@@ -69,18 +65,26 @@ def dns_name(name: str) -> str:
     return name.rstrip(".").lower() if name != "." else ""
 
 
-@dataclass
 class Knowledge:
     """Everything resolved so far for one delivery."""
 
-    mx: Answer[MX] | None = None
-    """None when MX is not asked (a literal or a routed host)."""
-    srv: dict[str, Answer[SRV]] = field(default_factory=dict)
-    """By protocol service label."""
-    ipv6: dict[str, Answer[str]] = field(default_factory=dict)
-    """AAAA answers by name (canonical addresses)."""
-    ipv4: dict[str, Answer[str]] = field(default_factory=dict)
-    """A answers by name, as released to the planner (after the Resolution Delay)."""
+    __slots__ = ("ipv4", "ipv6", "mx", "srv")
+
+    def __init__(
+        self,
+        mx: Answer[MX] | None = None,
+        srv: dict[str, Answer[SRV]] | None = None,
+        ipv6: dict[str, Answer[str]] | None = None,
+        ipv4: dict[str, Answer[str]] | None = None,
+    ) -> None:
+        self.mx = mx
+        """None when MX is not asked (a literal or a routed host)."""
+        self.srv: dict[str, Answer[SRV]] = srv if srv is not None else {}
+        """By protocol service label."""
+        self.ipv6: dict[str, Answer[str]] = ipv6 if ipv6 is not None else {}
+        """AAAA answers by name (canonical addresses)."""
+        self.ipv4: dict[str, Answer[str]] = ipv4 if ipv4 is not None else {}
+        """A answers by name, as released to the planner (after the Resolution Delay)."""
 
     def address_answers(self, name: str) -> tuple[Answer[str], Answer[str]]:
         """The (AAAA, A) answers for ``name``; pending when never asked."""

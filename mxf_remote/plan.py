@@ -33,8 +33,8 @@ reshuffles attempts that are already under way.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 from mxf_remote.addresses import interleave_families_rfc8305, is_local, parse_literal
 from mxf_remote.control import Protocol, Route, lookup_route
@@ -47,8 +47,7 @@ MAX_EXCHANGERS = 32
 MXPS_FIRST, MXPS_LAST = 12800, 13055
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """One connection attempt of the plan."""
 
     protocol: Protocol
@@ -69,8 +68,7 @@ class Attempt:
         return (self.address, self.port)
 
 
-@dataclass(frozen=True, slots=True)
-class Waiting:
+class Waiting(NamedTuple):
     """Where attempts of a still-outstanding lookup will go."""
 
     lookup: str
@@ -79,8 +77,7 @@ class Waiting:
 Entry = Attempt | Waiting
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     """The ordered entries, and whether the self-check removed anything."""
 
     entries: tuple[Entry, ...]
@@ -94,8 +91,7 @@ class Plan:
         return tuple(e for e in self.entries if isinstance(e, Attempt))
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
+class Destination(NamedTuple):
     """What one delivery is addressed to, decided before any DNS."""
 
     host: str
@@ -376,7 +372,7 @@ def self_cut_preference(
 
 
 def make_destination(
-    host: str, protocols: tuple[Protocol, ...], routes: dict[str, dict[bytes, Route | None]]
+    host: str, protocols: tuple[Protocol, ...], routes: Mapping[str, dict[bytes, Route | None]]
 ) -> Destination:
     """Routes first (a literal can be a routes key, as in qmail), then literal, then DNS."""
     routed = []

@@ -40,8 +40,7 @@ import asyncio
 import errno
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from mxf_remote.plan import Attempt, Plan, Waiting
 from mxf_remote.trace import Trace
@@ -61,20 +60,18 @@ class Connection(Protocol):
 Connector = Callable[[Attempt], Awaitable[Connection]]
 
 
-@dataclass
-class Won:
+class Won(NamedTuple):
     """The race produced a connection for ``attempt``."""
 
     attempt: Attempt
     connection: Connection
 
 
-@dataclass
-class Lost:
+class Lost(NamedTuple):
     """No connection; ``started`` holds the (address, port) of every attempt made."""
 
     started: frozenset[tuple[str, int]]
-    failures: list[tuple[Attempt, str]] = field(default_factory=list)
+    failures: tuple[tuple[Attempt, str], ...] = ()
     timed_out: bool = False
 
 
@@ -156,7 +153,7 @@ class Race:
             deadline = None if self._first_start is None else self._first_start + self._timeout
             if deadline is not None and now >= deadline:
                 self._trace.event("race_timeout")
-                return Lost(frozenset(self._started), self._failures, timed_out=True)
+                return Lost(frozenset(self._started), tuple(self._failures), timed_out=True)
             candidate, behind_waiting = first_unstarted(self._plan(), self._started)
             wake_at: float | None = None
             if candidate is not None:
@@ -173,7 +170,7 @@ class Race:
                         continue
                     wake_at = self._hold_since + self._delay
             elif not self._in_flight and not self._parked and self._resolution_over():
-                return Lost(frozenset(self._started), self._failures)
+                return Lost(frozenset(self._started), tuple(self._failures))
             if deadline is not None:
                 wake_at = deadline if wake_at is None else min(wake_at, deadline)
             await self._sleep_until(loop, wake_at)

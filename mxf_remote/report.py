@@ -12,13 +12,12 @@ permanent situations spec §3/§7 names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mxf_remote.output import report_bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
+class Report(NamedTuple):
     """One message report: ``letter`` is ``Z`` or ``D``; ``text`` ends in LF."""
 
     letter: str

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 CLIENT_MODULES = {
     "mxf-remote-smtpc": "mxf_remote.clients.smtp",
@@ -410,10 +411,11 @@ class PostfixServer:
     files must not be from the current second, the listener is bound in master.cf.
     """
 
-    def __init__(self, postfix: str, master: str, port: int) -> None:
+    def __init__(self, postfix: str, master: str, port: int, address: str = "127.0.0.1") -> None:
         import pwd
 
         self.port = port
+        self.address = address
         self.postfix = postfix
         self.root = tempfile.mkdtemp(prefix="mxf-postfix-")
         os.chmod(self.root, 0o755)
@@ -427,7 +429,7 @@ class PostfixServer:
         with open("/etc/postfix/master.cf") as file:
             lines = file.read().splitlines()
         lines = [
-            f"127.0.0.1:{port} inet n - n - - smtpd" if ln.startswith("smtp ") else ln
+            f"{address}:{port} inet n - n - - smtpd" if ln.startswith("smtp ") else ln
             for ln in lines
         ]
         with open(os.path.join(self.config, "master.cf"), "w") as file:
@@ -448,7 +450,7 @@ class PostfixServer:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
+                with socket.create_connection((address, port), timeout=5) as probe:
                     if probe.recv(100).startswith(b"220"):
                         probe.sendall(b"QUIT\r\n")
                         break
@@ -498,3 +500,220 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+# -- Exchangers for end-to-end deliveries through mxf-remote --------------------------
+
+
+@dataclass
+class Arrival:
+    """One message an SMTP sink accepted: where, the envelope, the content as received."""
+
+    exchanger: str
+    sender: str
+    recipients: list[str]
+    content: bytes
+    mail_options: list[str]
+
+
+SINK_SENDER_REPLIES = {
+    "refused": "553 5.7.1 sender refused",
+    "deferred": "451 4.7.1 sender deferred",
+}
+"""Replies of ``SmtpSink`` to MAIL, by the sender's local part; anything else is 250."""
+
+SINK_RECIPIENT_REPLIES = {
+    "nobody": "550 5.1.1 no such user",
+    "busy": "450 4.2.1 mailbox busy",
+}
+"""Replies of ``SmtpSink`` to RCPT, by the recipient's local part; anything else is 250."""
+
+SINK_ACCEPTED = "250 2.0.0 OK queued"
+SINK_REPLY_HEADER = b"X-Sink-Reply: "
+"""A message with this header gets its value as the reply after the final dot."""
+
+
+class _SinkHandler:
+    """aiosmtpd hooks for one listening address of an ``SmtpSink``."""
+
+    def __init__(self, arrivals: list[Arrival], exchanger: str) -> None:
+        self.arrivals = arrivals
+        self.exchanger = exchanger
+
+    async def handle_MAIL(
+        self, server: object, session: object, envelope: Any, address: str,
+        mail_options: list[str],
+    ) -> str:
+        reply = SINK_SENDER_REPLIES.get(address.partition("@")[0])
+        if reply is not None:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: object, session: object, envelope: Any, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        reply = SINK_RECIPIENT_REPLIES.get(address.partition("@")[0])
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(
+        self, server: object, session: object, envelope: Any
+    ) -> str:
+        content: bytes = envelope.original_content
+        header_at = content.find(b"\r\n" + SINK_REPLY_HEADER)
+        if header_at >= 0:
+            start = header_at + 2 + len(SINK_REPLY_HEADER)
+            return content[start : content.index(b"\r\n", start)].decode()
+        self.arrivals.append(
+            Arrival(self.exchanger, envelope.mail_from, list(envelope.rcpt_tos), content,
+                    list(envelope.mail_options))
+        )
+        return SINK_ACCEPTED
+
+
+class SmtpSink:
+    """A real aiosmtpd server on several ``address:port`` pairs, keeping what arrives.
+
+    Each address gets its own aiosmtpd ``Controller`` (a thread with an event loop) on a
+    socket from ``tests.infra.netns.listen_tcp``, so IPv6 test addresses work too.  What
+    the server refuses is chosen by the message itself: ``SINK_SENDER_REPLIES``,
+    ``SINK_RECIPIENT_REPLIES`` and the ``X-Sink-Reply:`` header.
+    """
+
+    def __init__(self) -> None:
+        self.arrivals: list[Arrival] = []
+        self._controllers: list[Any] = []
+
+    def listen(self, address: str, port: int) -> None:
+        """Start serving on ``address``:``port``."""
+        from aiosmtpd.controller import Controller
+
+        from tests.infra.netns import listen_tcp
+
+        class SocketController(Controller):  # type: ignore[misc]
+            def __init__(self, handler: _SinkHandler, sock: socket.socket) -> None:
+                super().__init__(handler, hostname=address, port=port,
+                                 data_size_limit=64 << 20)
+                self.listening = sock
+
+            def _create_server(self) -> Any:
+                return self.loop.create_server(self._factory_invoker, sock=self.listening)
+
+        sock = listen_tcp(address, port)
+        controller = SocketController(_SinkHandler(self.arrivals, address), sock)
+        try:
+            controller.start()
+        except BaseException:
+            sock.close()
+            raise
+        self._controllers.append(controller)
+
+    def close(self) -> None:
+        """Stop every server."""
+        for controller in self._controllers:
+            controller.stop()
+        self._controllers.clear()
+
+
+class ScriptedServer:
+    """Listening sockets whose connections are served, one at a time, by a script.
+
+    ``script(peer, (address, port))`` runs in the server's thread for each accepted
+    connection; ``accepted`` lists where connections came in, and ``check()`` re-raises
+    the first thing a script raised.
+    """
+
+    def __init__(self, script: Callable[[Peer, tuple[str, int]], None]) -> None:
+        import selectors
+
+        self._script = script
+        self._selector = selectors.DefaultSelector()
+        self._sockets: list[socket.socket] = []
+        self.accepted: list[tuple[str, int]] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="scripted-server",
+                                        daemon=True)
+        self._thread.start()
+
+    def listen(self, address: str, port: int) -> None:
+        """Start listening on ``address``:``port``."""
+        import selectors
+
+        from tests.infra.netns import listen_tcp
+
+        sock = listen_tcp(address, port)
+        sock.setblocking(False)
+        self._sockets.append(sock)
+        self._selector.register(sock, selectors.EVENT_READ, (address, port))
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self._selector.select(0.05):
+                try:
+                    conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                except OSError:
+                    continue
+                self.accepted.append(key.data)
+                with conn:
+                    conn.setblocking(True)
+                    conn.settimeout(30)
+                    try:
+                        self._script(Peer(conn, lambda _: None), key.data)
+                    except BaseException as error:  # re-raised by check()
+                        self.errors.append(error)
+
+    def check(self) -> None:
+        """Raise the first error a script raised."""
+        if self.errors:
+            raise self.errors[0]
+
+    def close(self) -> None:
+        """Stop serving and close every socket."""
+        self._stop.set()
+        self._thread.join(30)
+        for sock in self._sockets:
+            self._selector.unregister(sock)
+            sock.close()
+        self._selector.close()
+
+
+@dataclass
+class QmtpArrival:
+    """One QMTP package a sink read (whatever it answered): where, and its contents."""
+
+    exchanger: str
+    message: bytes
+    sender: bytes
+    recipients: list[bytes]
+
+
+QMTP_SINK_ANSWERS = {
+    b"busy": b"Zmailbox busy, try later",
+    b"nobody": b"Dno such user",
+    b"garbage": b"Xthis is not QMTP",
+}
+"""``qmtp_sink`` answers by the recipient's local part; anything else is accepted."""
+
+QMTP_SINK_ACCEPTED = b"Kok 1764072000 qp 4242"
+
+
+def qmtp_sink(arrivals: list[QmtpArrival]) -> Callable[[Peer, tuple[str, int]], None]:
+    """A ``ScriptedServer`` script: a QMTP server answering by ``QMTP_SINK_ANSWERS``."""
+
+    def script(peer: Peer, where: tuple[str, int]) -> None:
+        message, sender, recipients = read_qmtp_package(peer)
+        answers = [
+            QMTP_SINK_ANSWERS.get(recipient.partition(b"@")[0], QMTP_SINK_ACCEPTED)
+            for recipient in recipients
+        ]
+        arrivals.append(QmtpArrival(where[0], message, sender, recipients))
+        peer.send(b"".join(netstring(answer) for answer in answers))
+        peer.read_to_eof(30)
+
+    return script

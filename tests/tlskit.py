@@ -60,6 +60,21 @@ class Certs:
             context.maximum_version = ssl.TLSVersion.TLSv1_2
         return context
 
+    def named_context(self, *names: str) -> ssl.SSLContext:
+        """A server context with a certificate for ``names`` from this CA."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ca.issue_cert(*names, organization_name="mxf test").configure_cert(context)
+        return context
+
+    def named_files(self, directory: Path, *names: str) -> tuple[Path, Path]:
+        """``(certfile, keyfile)`` PEM files for ``names`` from this CA (for Postfix)."""
+        leaf = self.ca.issue_cert(*names, organization_name="mxf test")
+        certfile, keyfile = directory / f"{names[0]}.crt", directory / f"{names[0]}.key"
+        certfile.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+        keyfile.write_bytes(leaf.private_key_pem.bytes())
+        keyfile.chmod(0o600)
+        return certfile, keyfile
+
     def leaf_der(self, *, untrusted: bool = False) -> bytes:
         pem = (self.untrusted if untrusted else self.leaf).cert_chain_pems[0].bytes()
         return ssl.PEM_cert_to_DER_cert(pem.decode())
@@ -146,16 +161,21 @@ Handler = Callable[["Server", socket.socket], Any]
 class Server:
     """A loopback listener; each connection runs ``handler`` in its own thread."""
 
-    def __init__(self, handler: Handler, context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        context: ssl.SSLContext | None = None,
+        listener: socket.socket | None = None,
+    ) -> None:
         self.handler = handler
         self.context = context
         self.results: queue.Queue[Any] = queue.Queue()
         self.sni: list[str | None] = []
         if context is not None:
             context.sni_callback = self._record_sni
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = listener or socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(TIMEOUT)
-        self.port = self.listener.getsockname()[1]
+        self.address, self.port = self.listener.getsockname()[:2]
         self._threads: list[threading.Thread] = []
         self._stop = False
         self._acceptor = threading.Thread(target=self._accept, daemon=True)
@@ -185,7 +205,7 @@ class Server:
 
     def connect(self) -> socket.socket:
         """A client connection to this server (blocking, as after mxf-remote's handoff)."""
-        return socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
+        return socket.create_connection((self.address, self.port), timeout=TIMEOUT)
 
     def result(self, timeout: float = TIMEOUT) -> Any:
         outcome = self.results.get(timeout=timeout)
@@ -351,14 +371,67 @@ def serve_starttls(server: Server, conn: socket.socket) -> dict[str, Any]:
     return result
 
 
+def _tls_netstring(tls: ServerTLS, buffer: bytearray) -> bytes:
+    """One netstring from a TLS session (``buffer`` keeps what was read beyond it)."""
+    while b":" not in buffer[:12]:
+        data = tls.recv()
+        if not data:
+            raise EOFError("EOF inside a netstring length")
+        buffer += data
+    digits, _, _ = bytes(buffer[:12]).partition(b":")
+    if not digits.isdigit():
+        raise ValueError(f"not a netstring length: {digits!r}")
+    start = len(digits) + 1
+    end = start + int(digits)
+    while len(buffer) < end + 1:
+        data = tls.recv()
+        if not data:
+            raise EOFError("EOF inside a netstring")
+        buffer += data
+    if buffer[end : end + 1] != b",":
+        raise ValueError("netstring without its comma")
+    value = bytes(buffer[start:end])
+    del buffer[: end + 1]
+    return value
+
+
+def serve_qmtps(server: Server, conn: socket.socket) -> dict[str, Any]:
+    """A QMTPS sink (QMTP over TLS from the first byte): one package, K for each recipient,
+    then wait for the client to leave.  Returns message, sender, recipients, TLS version."""
+    tls = _tls(server, conn)
+    buffer = bytearray()
+    message = _tls_netstring(tls, buffer)
+    sender = _tls_netstring(tls, buffer)
+    packed = _tls_netstring(tls, buffer)
+    recipients = []
+    while packed:
+        length, _, rest = packed.partition(b":")
+        recipients.append(rest[: int(length)])
+        packed = rest[int(length) + 1 :]
+    answer = b"K" + b"queued over " + (tls.obj.version() or "?").encode()
+    tls.send(b"".join(b"%d:%s," % (len(answer), answer) for _ in recipients))
+    with contextlib.suppress(ssl.SSLError, OSError):
+        while tls.recv():
+            pass
+        tls.close_notify()
+    return {
+        "message": message,
+        "sender": sender,
+        "recipients": recipients,
+        "version": tls.obj.version(),
+        "sni": server.sni[-1] if server.sni else None,
+    }
+
+
 # --------------------------------------------------------------------------------------
 # Launching with descriptors on fixed numbers
 
 _LAUNCHER = """
-import os, sys
+import fcntl, os, sys
 n = int(sys.argv[1])
 pairs = [(int(a), int(b)) for a, b in (x.split(':') for x in sys.argv[2:2 + n])]
-high = [(os.dup(src), dst) for src, dst in pairs]
+above = max(dst for _, dst in pairs) + 1  # copies above every target: none gets clobbered
+high = [(fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, above), dst) for src, dst in pairs]
 for src in {src for src, _ in pairs}:
     os.close(src)
 for fd, dst in high:
@@ -718,3 +791,141 @@ class PipeRelay:
         for thread in self._threads:
             thread.join(TIMEOUT)
         self.conn.close()
+
+
+# --------------------------------------------------------------------------------------
+# SMTP servers with STARTTLS, for mxf-remote-smtpc and end-to-end deliveries
+
+
+class Arrival:
+    """One message an ``AiosmtpdServer`` accepted, and whether it came over TLS."""
+
+    def __init__(
+        self, sender: str, recipients: list[str], content: bytes, tls: str | None
+    ) -> None:
+        self.sender = sender
+        self.recipients = recipients
+        self.content = content
+        """The DATA as received (CRLF line ends, dot-stuffing undone)."""
+        self.tls = tls
+        """The TLS version of the session (``TLSv1.3``), None in clear."""
+
+    def __repr__(self) -> str:
+        return (
+            f"Arrival({self.sender!r}, {self.recipients!r}, {len(self.content)} bytes,"
+            f" tls={self.tls!r})"
+        )
+
+
+class _ArrivalHandler:
+    def __init__(self, arrivals: queue.Queue[Arrival]) -> None:
+        self.arrivals = arrivals
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        tls = None
+        if session.ssl is not None:
+            ssl_object = session.ssl.get("ssl_object")
+            tls = ssl_object.version() if ssl_object is not None else "?"
+        self.arrivals.put(
+            Arrival(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, tls)
+        )
+        return "250 2.0.0 OK queued"
+
+
+class AiosmtpdServer:
+    """aiosmtpd on ``address``:``port`` (a ``listen_tcp`` socket, so IPv6 test addresses
+    work), offering STARTTLS when given a context; ``arrivals`` is a queue of ``Arrival``."""
+
+    def __init__(self, address: str, port: int, context: ssl.SSLContext | None) -> None:
+        from aiosmtpd.controller import Controller
+
+        from tests.infra.netns import listen_tcp
+
+        sock = listen_tcp(address, port)
+        self.address = address
+        self.port = sock.getsockname()[1]
+        self.arrivals: queue.Queue[Arrival] = queue.Queue()
+
+        class SocketController(Controller):  # type: ignore[misc]
+            def _create_server(self) -> Any:
+                return self.loop.create_server(self._factory_invoker, sock=sock)
+
+        self._controller = SocketController(
+            _ArrivalHandler(self.arrivals),
+            hostname=address,
+            port=self.port,
+            tls_context=context,
+            data_size_limit=64 << 20,
+            ready_timeout=TIMEOUT,
+        )
+        try:
+            self._controller.start()
+        except BaseException:
+            sock.close()
+            raise
+
+    def arrival(self, timeout: float = TIMEOUT) -> Arrival:
+        """The next message accepted (bounded wait)."""
+        return self.arrivals.get(timeout=timeout)
+
+    def no_arrival(self) -> bool:
+        """True when no message is waiting."""
+        return self.arrivals.empty()
+
+    def close(self) -> None:
+        self._controller.stop()
+
+
+def postfix_with_starttls(
+    postfix: str, master: str, port: int, *, address: str, certfile: Path, keyfile: Path
+) -> Any:
+    """``clientkit.PostfixServer`` switched to ``smtpd_tls_security_level = may`` with this
+    certificate: main.cf rewritten, the master told to reload (SIGHUP), and a bounded wait
+    until its EHLO offers STARTTLS."""
+    import signal
+
+    from tests.clientkit import PostfixServer
+
+    server = PostfixServer(postfix, master, port, address)
+    try:
+        main_cf = Path(server.config) / "main.cf"
+        text = main_cf.read_text().replace(
+            "smtpd_tls_security_level = none\n",
+            "smtpd_tls_security_level = may\n"
+            f"smtpd_tls_chain_files = {keyfile}, {certfile}\n"
+            "smtpd_tls_received_header = yes\n",
+        )
+        assert "smtpd_tls_security_level = may" in text
+        main_cf.write_text(text)
+        past = time.time() - 120
+        os.utime(main_cf, (past, past))
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + TIMEOUT
+        while b"STARTTLS" not in _ehlo_keywords(address, port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("postfix does not offer STARTTLS: " + server.log_text())
+            time.sleep(0.1)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _ehlo_keywords(address: str, port: int) -> bytes:
+    """What the server at ``address``:``port`` answers to EHLO (b"" on any failure)."""
+    try:
+        with socket.create_connection((address, port), timeout=5) as probe:
+            reader = probe.makefile("rb")
+            with reader:
+                reader.readline()
+                probe.sendall(b"EHLO probe.test\r\n")
+                answer = b""
+                while True:
+                    line = reader.readline()
+                    answer += line
+                    if len(line) < 4 or line[3:4] != b"-":
+                        break
+                probe.sendall(b"QUIT\r\n")
+                return answer
+    except OSError:
+        return b""

@@ -58,8 +58,12 @@ class Connection:
         os.set_blocking(self.write_fd, self._was_blocking)
 
     def switch(self, read_fd: int, write_fd: int) -> None:
-        """Go on over other descriptors (after a STARTTLS); unread input is dropped."""
-        self.restore_blocking()
+        """Go on over other descriptors (after a STARTTLS); unread input is dropped.
+
+        The old descriptors are left alone: call ``restore_blocking`` *before* handing
+        them over (the TLS engine shares their open file description, and may have made
+        it non-blocking for itself by now).
+        """
         self.read_fd = read_fd
         self.write_fd = write_fd
         self._buffer.clear()
@@ -160,3 +164,32 @@ class Connection:
         byte = self._buffer[0]
         del self._buffer[:1]
         return byte
+
+
+def read_until_eof(fd: int, timeout: float, limit: int) -> bytes | None:
+    """Everything ``fd`` delivers until EOF (each wait bounded by ``timeout``).
+
+    None when the peer stays silent for ``timeout`` or sends more than ``limit`` bytes;
+    a read error counts as EOF.  For short messages such as the UCSPI-TLS environment
+    block, whose end is the writer closing its side.
+    """
+    data = bytearray()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while len(data) <= limit:
+        try:
+            ready = poller.poll(int(timeout * 1000))
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            continue
+        if not ready:
+            return None
+        try:
+            chunk = os.read(fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):  # pragma: no cover - spurious wake-up
+            continue
+        except OSError:
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+    return None

@@ -22,6 +22,11 @@ Texts of our own, where qmail-remote has none (the wording follows its style):
   under a UCSPI client.
 * ``Zmxf-remote-smtpc internal error: TYPE: MESSAGE (#4.3.0)`` (spec §7).
 * sender / recipient containing CR or LF: never sent (it would inject commands).
+* STARTTLS (UCSPI-TLS): ``ZConnected to <ip> but STARTTLS was refused.`` with the
+  server's reply; ``ZTLS handshake with <ip> failed after STARTTLS. (#4.4.2)`` when the
+  server said 220 but no TLS session came of it (we never fall back to clear text then);
+  ``ZUnable to start TLS: SSLREADFD and SSLWRITEFD are not usable. (#4.3.0)`` for a
+  broken UCSPI-TLS client.
 """
 
 from __future__ import annotations
@@ -160,6 +165,25 @@ def not_smtp(ip: str, text: bytes, *, critical: bool) -> bytes:
         + duplicate
         + b"(#4.5.0)\n"
         + remote_said(text),
+    )
+
+
+def starttls_refused(ip: str, text: bytes) -> bytes:
+    """STARTTLS was offered, sent, and answered with anything but 220."""
+    return _quit("Z", b"Connected to ", ip, b" but STARTTLS was refused", text)
+
+
+def tls_failed(ip: str) -> bytes:
+    """220 to STARTTLS, then no TLS session: handshake, certificate or engine failure."""
+    return report_bytes(
+        "Z", b"TLS handshake with " + safe_ip(ip) + b" failed after STARTTLS. (#4.4.2)\n"
+    )
+
+
+def tls_unusable() -> bytes:
+    """SSLCTLFD is set but SSLREADFD/SSLWRITEFD are not open descriptors."""
+    return report_bytes(
+        "Z", b"Unable to start TLS: SSLREADFD and SSLWRITEFD are not usable. (#4.3.0)\n"
     )
 
 

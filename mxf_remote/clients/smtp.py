@@ -17,9 +17,13 @@ The conversation, and where we differ from qmail-remote:
    its buffers and deadlock), SIZE (RFC 1870: the file size plus one CR per LF, an
    estimate that is never short) and 8BITMIME (RFC 6152: ``BODY=8BITMIME`` when the
    message has a byte above 127; without the extension, 8-bit data is sent as is, as
-   qmail-remote always does).  STARTTLS is the place marked ``_after_hello``: this is
-   where a later version switches the connection to ``SSLREADFD``/``SSLWRITEFD``; for
-   now a UCSPI-TLS control descriptor is closed, which declines TLS (opportunistic).
+   qmail-remote always does).
+3a. STARTTLS (RFC 3207), only under a UCSPI-TLS client (``SSLCTLFD`` set, spec §9):
+   offered → ``STARTTLS``, on 220 ``Y`` to ``SSLCTLFD``, the environment block back,
+   then ``SSLREADFD``/``SSLWRITEFD`` and EHLO again; not offered → ``SSLCTLFD`` closed
+   and on in clear.  A refusal is ``ZConnected to <ip> but STARTTLS was refused.``; a
+   failed handshake after 220 is ``ZTLS handshake with <ip> failed after STARTTLS.`` --
+   never a fall-back to clear text.
 4. ``MAIL FROM:<sender>``: 4xx is Z, 5xx is D ``...but sender was rejected.``
 5. ``RCPT TO:<recip>`` for each: ``r``, ``s`` (4xx) or ``h`` (5xx) per recipient, in
    argument order; no ``r`` at all is ``DGiving up on <ip>.``
@@ -56,7 +60,7 @@ from mxf_remote.clients.common import (
     remote_ip,
     run_guarded,
 )
-from mxf_remote.clients.fdio import Connection, ConnectionDied, LineTooLong
+from mxf_remote.clients.fdio import Connection, ConnectionDied, LineTooLong, read_until_eof
 from mxf_remote.clients.message import Message, MessageUnreadable, SmtpDataEncoder
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
@@ -68,6 +72,8 @@ MAX_LINE = 65536
 MAX_REPLY_LINES = 1000
 MAX_KEYWORDS = 100
 PIPELINE_GROUP = 100
+MAX_ENV_BLOCK = 65536
+"""The UCSPI-TLS environment block is a few hundred bytes; more is not an engine."""
 
 
 class NotSmtp(Exception):
@@ -124,6 +130,66 @@ def read_reply(connection: Connection) -> Reply:
         if len(line) == 3 or line[3:4] == b" ":
             return Reply(code, bytes(text), keywords)
     raise NotSmtp(bytes(text))
+
+
+def _descriptor(name: str) -> int:
+    """The descriptor number in environment variable ``name``; -1 when unset or unusable."""
+    value = os.environ.get(name, "")
+    if not value.isdigit() or int(value) in (0, 1, 2, NETWORK_READ_FD, NETWORK_WRITE_FD):
+        return -1
+    return int(value)
+
+
+def _ucspi_tls_descriptors() -> tuple[int, int, int] | None:
+    """``(SSLCTLFD, SSLREADFD, SSLWRITEFD)`` under a UCSPI-TLS client, else None.
+
+    A read or write descriptor that is missing or not open is -1: TLS cannot be used.
+    """
+    control = _descriptor("SSLCTLFD")
+    if control < 0:
+        return None
+    found = [control]
+    for name in ("SSLREADFD", "SSLWRITEFD"):
+        fd = _descriptor(name)
+        if fd >= 0:
+            try:
+                os.fstat(fd)
+            except OSError:
+                fd = -1
+        found.append(fd)
+    return found[0], found[1], found[2]
+
+
+def _close(fd: int) -> None:
+    try:  # noqa: SIM105 - contextlib costs an import at every start-up
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _start_tls(control: int, timeout: float) -> bool:
+    """UCSPI-TLS ``Y``: start the handshake and wait for the environment block.
+
+    True once the engine has sent a complete block (the handshake succeeded); False when
+    the control descriptor fails, or reaches EOF (or a timeout) before the block ends --
+    the engine failed the handshake.  The block itself is not used: the reports do not
+    name TLS parameters.
+    """
+    from mxf_remote.tls.envblock import IncompleteBlock, parse_env_block
+
+    try:
+        written = os.write(control, b"Y")
+    except OSError:
+        written = 0
+    block = read_until_eof(control, timeout, MAX_ENV_BLOCK) if written == 1 else None
+    _close(control)
+    if block is None:
+        return False
+    try:
+        parse_env_block(block)
+    except (IncompleteBlock, ValueError):
+        return False
+    return True
 
 
 class SmtpSession:
@@ -205,20 +271,39 @@ class SmtpSession:
         self._quit(reports.name_rejected(self.ip, reply.text))
 
     def _after_hello(self, keywords: set[bytes]) -> set[bytes]:
-        """The STARTTLS point (spec §9, a later task): decline UCSPI-TLS for now.
+        """STARTTLS under a UCSPI-TLS client (spec §9); the keywords to go on with.
 
-        Under s6-ucspitlsc, closing ``SSLCTLFD`` without writing tells the TLS helper we
-        go on in clear.  The future version sends STARTTLS here when offered, writes
-        ``Y``, reads the environment block, calls ``connection.switch(SSLREADFD,
-        SSLWRITEFD)`` and says EHLO again, returning the new keywords.
+        Without ``SSLCTLFD`` there is no TLS to start.  With it: STARTTLS not offered
+        closes ``SSLCTLFD``, which tells the TLS client we go on in clear (opportunistic
+        TLS).  Offered: STARTTLS, and on 220 ``Y`` to the control descriptor, the
+        environment block back once the handshake is done, then ``SSLREADFD`` and
+        ``SSLWRITEFD`` instead of fds 6/7 and EHLO again (RFC 3207 §4.2: forget what the
+        server said before TLS).  Once STARTTLS is on its way there is no going back to
+        clear text: a refusal or a failed handshake is a deferral, never a downgrade.
         """
-        control = os.environ.get("SSLCTLFD", "")
-        if control.isdigit() and int(control) not in (0, 1, 2, 6, 7):
-            try:  # noqa: SIM105 - contextlib costs an import at every start-up
-                os.close(int(control))
-            except OSError:
-                pass
-        return keywords
+        descriptors = _ucspi_tls_descriptors()
+        if descriptors is None:
+            return keywords
+        control, tls_read, tls_write = descriptors
+        if b"STARTTLS" not in keywords or tls_read < 0 or tls_write < 0:
+            _close(control)  # declined: the TLS client's engine exits, we stay in clear
+            if b"STARTTLS" in keywords:
+                self._quit(reports.tls_unusable())
+            return keywords
+        self.connection.write(b"STARTTLS\r\n")
+        reply = self._reply()
+        if reply.code != 220:
+            _close(control)
+            self._quit(reports.starttls_refused(self.ip, reply.text))
+        # fds 6/7 now belong to the engine, which shares their file description: leave
+        # them blocking as the handoff gave them, and never write to them again.
+        self.connection.restore_blocking()
+        if not _start_tls(control, self.connection.timeout):
+            raise Finished(reports.tls_failed(self.ip))
+        for fd in (NETWORK_READ_FD, NETWORK_WRITE_FD):
+            _close(fd)
+        self.connection.switch(tls_read, tls_write)
+        return self._hello()
 
     def _mail_command(self, keywords: set[bytes]) -> bytes:
         """``MAIL FROM:<sender>`` with SIZE and BODY when the server offers them."""

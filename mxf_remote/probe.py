@@ -1,0 +1,456 @@
+"""``mxf-remote-probe HOST [--json] [--protocols LIST]``: the dispatcher's view of a host.
+
+The probe runs exactly what ``mxf-remote`` runs up to the handoff -- the control files,
+``make_destination``, the nameservers, the self-check addresses, and ``run_dispatch``
+(resolution and race on the same event loop, with the same c-ares lookup) -- then closes
+the winning connection instead of executing a protocol client, and prints:
+
+* the final **plan**: every attempt with its protocol, exchanger, address, port, MX
+  preference or SRV priority, MXPS slice, where it came from, and what became of it;
+* the **timeline** of the dispatch, from the ``Trace`` events: every DNS question (sent,
+  answered, status, records) and every connection attempt (started, ended, outcome,
+  errno), in milliseconds since the process started;
+* the **winner**, or what ``mxf-remote`` would have reported instead.
+
+A human-readable table by default, one JSON object with ``--json``.  Exit status 0 when
+an attempt connected, 1 otherwise.  The probe is run by people, not by qmail, so it may
+speak on stderr; it never prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from mxf_remote import trace as _trace
+from mxf_remote.control import Protocol
+
+ATTEMPT_ENDS = {
+    "attempt_failed": "failed",
+    "attempt_won": "won",
+    "attempt_closed_runner_up": "runner-up closed",
+    "attempt_cut_by_self_check": "cut by self-check",
+}
+"""Trace events that end an attempt, and the outcome each one means."""
+
+
+class ProbeError(Exception):
+    """Something that stops the probe: printed as one line on stderr, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _arguments(argv: list[str]) -> argparse.Namespace:
+    parser = _Parser(
+        prog="mxf-remote-probe",
+        description="Resolve and race like mxf-remote, then print the plan and the timeline.",
+    )
+    parser.add_argument("host", help="a domain name or an address literal such as [192.0.2.1]")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--protocols",
+        metavar="LIST",
+        action="append",
+        help="only these services of control/protocols (comma-separated, repeatable)",
+    )
+    return parser.parse_args(argv)
+
+
+@dataclass
+class AttemptRow:
+    """One planned attempt and what became of it."""
+
+    number: int
+    protocol: str
+    exchanger: str
+    address: str
+    port: int
+    preference: int
+    slice: int | None
+    source: str
+    start: float | None = None
+    end: float | None = None
+    outcome: str = "not started"
+    errno: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class QueryRow:
+    """One DNS question and its answer."""
+
+    name: str
+    type: str
+    start: float
+    end: float | None = None
+    status: str = "unanswered"
+    records: list[Any] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class Result:
+    """Everything the probe prints."""
+
+    host: str
+    protocols: list[str]
+    settings: dict[str, Any]
+    nameservers: list[str]
+    plan: list[AttemptRow]
+    waiting: list[str]
+    queries: list[QueryRow]
+    events: list[dict[str, Any]]
+    winner: AttemptRow | None
+    elapsed: float
+    report: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--json`` object."""
+        return {
+            "host": self.host,
+            "protocols": self.protocols,
+            "settings": self.settings,
+            "nameservers": self.nameservers,
+            "plan": [row.as_dict() for row in self.plan],
+            "waiting": self.waiting,
+            "timeline": {
+                "queries": [q.as_dict() for q in self.queries],
+                "attempts": [row.as_dict() for row in self.plan if row.start is not None],
+                "events": self.events,
+            },
+            "winner": None if self.winner is None else self.winner.as_dict(),
+            "connected": self.winner is not None,
+            "elapsed_ms": self.elapsed,
+            "report": self.report,
+        }
+
+
+def main() -> NoReturn:
+    """Console entry point: exit 0 when something connected, 1 otherwise; no traceback."""
+    try:
+        code = run(sys.argv)
+    except ProbeError as error:
+        print(f"mxf-remote-probe: {error}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("mxf-remote-probe: interrupted", file=sys.stderr)
+        code = 1
+    except SystemExit as leaving:
+        code = leaving.code if isinstance(leaving.code, int) else 1
+    except BaseException as error:  # the probe must never print a traceback
+        print(f"mxf-remote-probe: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def run(argv: list[str]) -> int:
+    """Probe the host named in ``argv``, print, and return the exit status."""
+    arguments = _arguments(argv[1:])
+    trace = _trace.Trace(enabled=True)
+    trace.mark("start", argv=[arguments.host])
+    from mxf_remote.control import ControlError, qmail_home, read_control
+
+    home = qmail_home()
+    beside = os.path.dirname(os.path.abspath(argv[0]))
+    try:
+        control = read_control(home, beside)
+    except ControlError as error:
+        raise ProbeError(f"cannot read the control files in {home}: {error.detail()}") from None
+    protocols = _chosen_protocols(control.protocols, arguments.protocols)
+
+    from mxf_remote.plan import make_destination
+
+    destination = make_destination(arguments.host, protocols, control.routes)
+    nameservers = _nameservers() if destination.needs_dns else []
+    local = _local_addresses()
+
+    from mxf_remote.dispatch import run_dispatch
+    from mxf_remote.race import Won
+
+    dispatched = run_dispatch(destination, control, nameservers, local=local, trace=trace)
+    outcome = dispatched.outcome
+    report = None
+    if isinstance(outcome, Won):
+        outcome.connection.close()
+    else:
+        from mxf_remote.explain import explain_failure
+
+        failure = explain_failure(
+            destination, dispatched.knowledge, dispatched.plan, outcome.started
+        )
+        report = failure.letter + failure.text.decode("latin-1")
+    trace.event("dispatch_returned")
+
+    from mxf_remote.plan import Attempt, mxps_slice
+
+    rows = [
+        AttemptRow(
+            number,
+            a.protocol.service,
+            a.exchanger,
+            a.address,
+            a.port,
+            a.preference,
+            mxps_slice(a.preference) if a.source == "mx" else None,
+            a.source,
+        )
+        for number, a in enumerate(dispatched.plan.attempts, start=1)
+    ]
+    waiting = [e.lookup for e in dispatched.plan.entries if not isinstance(e, Attempt)]
+    queries, winner, elapsed = _timeline(trace.events, rows)
+    result = Result(
+        host=arguments.host,
+        protocols=[p.service for p in protocols],
+        settings={
+            "connectdelay_ms": round(control.connect_delay * 1000),
+            "timeoutconnect_s": control.timeout_connect,
+            "timeoutdns_s": control.timeout_dns,
+            "qmail_home": home,
+        },
+        nameservers=nameservers,
+        plan=rows,
+        waiting=waiting,
+        queries=queries,
+        events=trace.events,
+        winner=winner,
+        elapsed=elapsed,
+        report=report,
+    )
+    if arguments.json:
+        print(json.dumps(result.as_dict(), indent=2, default=str))
+    else:
+        print(render_text(result))
+    return 0 if winner is not None else 1
+
+
+def _chosen_protocols(
+    protocols: tuple[Protocol, ...], wanted_lists: list[str] | None
+) -> tuple[Protocol, ...]:
+    """The usable protocols, limited to ``--protocols`` when given (in file order)."""
+    usable = tuple(p for p in protocols if p.usable)
+    if wanted_lists:
+        wanted = {w.strip().lower() for text in wanted_lists for w in text.split(",") if w.strip()}
+        known = {p.service for p in protocols}
+        unknown = sorted(wanted - known)
+        if unknown:
+            raise ProbeError(
+                f"--protocols: {', '.join(unknown)} not in control/protocols "
+                f"(it has {', '.join(sorted(known)) or 'nothing'})"
+            )
+        for p in protocols:
+            if p.service in wanted and not p.usable:
+                raise ProbeError(f"--protocols: {p.service} is not usable: {p.unusable_reason}")
+        usable = tuple(p for p in usable if p.service in wanted)
+    if not usable:
+        reasons = "; ".join(f"{p.service}: {p.unusable_reason}" for p in protocols)
+        raise ProbeError(f"no usable mail protocol in control/protocols ({reasons or 'empty'})")
+    return usable
+
+
+def _nameservers() -> list[str]:
+    from mxf_remote.resolver import nameservers_from_env, nameservers_from_resolv_conf
+
+    configured = os.environ.get("MXF_NAMESERVERS")
+    if configured is None:
+        return nameservers_from_resolv_conf()
+    try:
+        return nameservers_from_env(configured)
+    except ValueError as error:
+        raise ProbeError(f"MXF_NAMESERVERS: {error}") from None
+
+
+def _local_addresses() -> frozenset[str]:
+    from mxf_remote.addresses import local_addresses
+
+    try:
+        return local_addresses()
+    except OSError as error:
+        raise ProbeError(f"cannot list this machine's addresses: {error}") from None
+
+
+def _timeline(
+    events: list[dict[str, Any]], rows: list[AttemptRow]
+) -> tuple[list[QueryRow], AttemptRow | None, float]:
+    """Pair queries with answers and attempts with their ends; fill in ``rows``."""
+    timeline = _Timeline(rows)
+    for event in events:
+        timeline.take(event)
+    return timeline.finish(events)
+
+
+class _Timeline:
+    """Reads the trace events in order, one handler per kind."""
+
+    def __init__(self, rows: list[AttemptRow]) -> None:
+        self.queries: dict[tuple[str, str], QueryRow] = {}
+        self.by_key = {(row.address, row.port): row for row in rows}
+        self.rows = rows
+        self.winner: AttemptRow | None = None
+        self.race_over: float | None = None
+        self.timed_out = False
+        self.elapsed: float | None = None
+
+    def take(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "query":
+            key = (event["name"], event["type"])
+            self.queries[key] = QueryRow(event["name"], event["type"], event["t"])
+        elif kind in ("answer", "query_error"):
+            self._answered(event)
+        elif kind == "attempt" or kind in ATTEMPT_ENDS:
+            self._attempt(kind, event)
+        elif kind == "race_timeout":
+            self.race_over, self.timed_out = event["t"], True
+        elif kind == "dispatch_returned":
+            self.elapsed = event["t"]
+            if self.race_over is None:
+                self.race_over = event["t"]
+        elif kind == "dns_timeout":
+            for query in self.queries.values():
+                if query.end is None:
+                    query.end, query.status = event["t"], "timeoutdns"
+
+    def _answered(self, event: dict[str, Any]) -> None:
+        query = self.queries.get((event["name"], event["type"]))
+        if query is not None:
+            query.end = event["t"]
+            query.status = event.get("status", "error")
+            query.records = list(event.get("records", []))
+
+    def _attempt(self, kind: str, event: dict[str, Any]) -> None:
+        row = self.by_key.get((event["address"], event["port"]))
+        if row is None:
+            return
+        if kind == "attempt":
+            row.start, row.outcome = event["t"], "abandoned"
+            return
+        row.end, row.outcome = event["t"], ATTEMPT_ENDS[kind]
+        if kind == "attempt_failed":
+            row.errno = event.get("error")
+        elif kind == "attempt_won":
+            self.winner, self.race_over = row, event["t"]
+
+    def finish(
+        self, events: list[dict[str, Any]]
+    ) -> tuple[list[QueryRow], AttemptRow | None, float]:
+        for row in self.rows:
+            if row.outcome == "abandoned":
+                row.end = self.race_over
+                if self.winner is None and self.timed_out:
+                    row.outcome = "timed out"
+        for query in self.queries.values():
+            if query.end is None:
+                query.status = "cancelled"
+        elapsed = self.elapsed if self.elapsed is not None else (events[-1]["t"] if events else 0.0)
+        return list(self.queries.values()), self.winner, elapsed
+
+
+# ---------------------------------------------------------------------------------------
+# The human-readable form
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _records(records: list[Any]) -> str:
+    shown = [" ".join(str(part) for part in r) if isinstance(r, list) else str(r) for r in records]
+    text = ", ".join(shown)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
+        ).rstrip()
+
+    return [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def render_text(result: Result) -> str:
+    """The default, human-readable output."""
+    s = result.settings
+    out = [
+        f"mxf-remote-probe {result.host}: protocols {', '.join(result.protocols)}; "
+        f"connectdelay {s['connectdelay_ms']} ms, timeoutconnect {s['timeoutconnect_s']:g} s, "
+        f"timeoutdns {s['timeoutdns_s']:g} s",
+    ]
+    if result.nameservers:
+        out.append(f"nameservers: {', '.join(result.nameservers)}")
+    out += ["", "Plan"]
+    if result.plan:
+        out += _table(
+            ["#", "protocol", "exchanger", "address", "port", "pref", "slice", "from", "outcome"],
+            [
+                [
+                    str(r.number),
+                    r.protocol,
+                    r.exchanger,
+                    r.address,
+                    str(r.port),
+                    str(r.preference),
+                    "-" if r.slice is None else str(r.slice),
+                    r.source,
+                    r.outcome + (f" ({r.errno})" if r.errno else ""),
+                ]
+                for r in result.plan
+            ],
+            {0, 4, 5, 6},
+        )
+    else:
+        out.append("(no attempt planned)")
+    for lookup in result.waiting:
+        out.append(f"still waiting for: {lookup}")
+    timeline: list[tuple[float, list[str]]] = []
+    for q in result.queries:
+        detail = q.status + (f": {_records(q.records)}" if q.records else "")
+        timeline.append((q.start, [_ms(q.start), _ms(q.end), f"DNS {q.type} {q.name}", detail]))
+    for r in result.plan:
+        if r.start is not None:
+            what = f"connect {r.protocol} {r.address} port {r.port}"
+            detail = r.outcome + (f" ({r.errno})" if r.errno else "")
+            timeline.append((r.start, [_ms(r.start), _ms(r.end), what, detail]))
+    for e in result.events:
+        if e["event"] in ("resolution_delay_over", "dns_timeout", "race_timeout") or e[
+            "event"
+        ].startswith("attempt_waits"):
+            where = e.get("name") or e.get("address") or ""
+            timeline.append((e["t"], [_ms(e["t"]), "", e["event"].replace("_", " "), str(where)]))
+    timeline.sort(key=lambda item: item[0])
+    out += ["", "Timeline (ms since the probe started)"]
+    out += _table(["start", "end", "what", "outcome"], [row for _, row in timeline], {0, 1})
+    out.append("")
+    w = result.winner
+    if w is not None:
+        out.append(
+            f"Winner: {w.protocol} to {w.exchanger} {w.address} port {w.port}, "
+            f"connected at {_ms(w.end)} ms (closed: the probe hands nothing off)"
+        )
+    else:
+        out.append(f"No connection after {_ms(result.elapsed)} ms.")
+        if result.report:
+            lines = result.report.rstrip("\n").split("\n")
+            out.append("mxf-remote would report: " + lines[0])
+            out += ["  " + line for line in lines[1:]]
+    return "\n".join(out)

@@ -188,6 +188,8 @@ class Server:
         while not self._stop:
             try:
                 conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue  # a long-lived server (module fixture) between connections
             except OSError:
                 return
             conn.settimeout(TIMEOUT)

@@ -11,7 +11,8 @@ not:
 * a temporary MX failure is #4.1.2;
 * a null MX with no SRV target is #5.1.10;
 * exchangers (MX or SRV targets) without a single address: #4.1.2 if any of their
-  lookups failed temporarily, #5.4.4 if all failed hard;
+  lookups failed temporarily, or if there were more exchangers than we resolve (the
+  ones never asked about might have addresses), #5.4.4 if all failed hard;
 * no exchanger at all (implicit MX) and the host has no address: #4.1.2 or #5.1.2;
 * for a routed host, the same about the relays, naming the relay.
 
@@ -24,8 +25,9 @@ from __future__ import annotations
 
 from mxf_remote.addresses import parse_literal
 from mxf_remote.control import Protocol
-from mxf_remote.knowledge import HARD, Answer, Knowledge, Status
+from mxf_remote.knowledge import HARD, MX, Answer, Knowledge, Status
 from mxf_remote.plan import (
+    MAX_EXCHANGERS,
     Destination,
     Plan,
     declined_services,
@@ -154,6 +156,18 @@ def _explain_dns(destination: Destination, knowledge: Knowledge, plan: Plan) -> 
     answers = _address_answers(knowledge, targets)
     if any(a.status is Status.OK for a in answers):
         return NO_CONNECTION
-    if _any_temporary(answers):
+    if _any_temporary(answers) or _beyond_the_cap(knowledge, offered):
         return DNS_TEMPORARY
     return NO_EXCHANGER_ADDRESS
+
+
+def _beyond_the_cap(knowledge: Knowledge, offered: list[Protocol]) -> bool:
+    """True when an MX or SRV answer named more exchangers than are resolved."""
+    answers = [knowledge.srv.get(p.service) for p in offered] + [knowledge.mx]
+    return any(
+        answer is not None
+        and answer.status is Status.OK
+        and sum(1 for r in answer.records if (r.exchange if isinstance(r, MX) else r.target))
+        > MAX_EXCHANGERS
+        for answer in answers
+    )

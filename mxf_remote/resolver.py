@@ -48,6 +48,9 @@ RESOLUTION_DELAY = 0.050
 CARES_FIRST_TIMEOUT = 2.0
 CARES_TRIES = 3
 
+MAX_CNAME_RESTARTS = 8
+"""Follow-up questions for one lookup whose answer ends in an unanswered CNAME."""
+
 
 class Lookup(Protocol):
     """One DNS question: ``rtype`` is ``MX``, ``SRV``, ``AAAA`` or ``A``.
@@ -325,20 +328,64 @@ class CaresLookup:
         )
 
     async def __call__(self, name: str, rtype: str) -> Answer[Any]:
-        """Ask c-ares; map its result to an ``Answer``."""
-        try:
-            result = await self._resolver.query_dns(name, rtype)
-        except self._aiodns.error.DNSError as error:
-            code = error.args[0] if error.args and isinstance(error.args[0], int) else -1
-            return Answer(_CARES_HARD.get(code, Status.TEMPFAIL))
-        except (ValueError, UnicodeError):
-            return Answer(Status.NXDOMAIN)
-        records = _records(result, rtype)
-        return Answer(Status.OK, records) if records else Answer(Status.NODATA)
+        """Ask c-ares; map its result to an ``Answer``.
+
+        c-ares does not chase CNAMEs: an answer may end in an alias whose records are not
+        in it (an authoritative server stops after a few hops, or at its zone's edge).  As
+        a recursive resolver would, the question is asked again for the end of the chain,
+        at most ``MAX_CNAME_RESTARTS`` times.  A chain that loops, and an answer holding
+        only records of another type, are broken DNS: a temporary failure, never the hard
+        "no such record" that would bounce the message.
+        """
+        seen = {dns_name(name)}
+        for _ in range(MAX_CNAME_RESTARTS + 1):
+            try:
+                result = await self._resolver.query_dns(name, rtype)
+            except self._aiodns.error.DNSError as error:
+                code = error.args[0] if error.args and isinstance(error.args[0], int) else -1
+                return Answer(_CARES_HARD.get(code, Status.TEMPFAIL))
+            except (ValueError, UnicodeError):
+                return Answer(Status.NXDOMAIN)
+            records = _records(result, rtype)
+            if records:
+                return Answer(Status.OK, records)
+            end = _chain_end(result, name, seen)
+            if end is None:
+                return Answer(Status.TEMPFAIL)
+            if end == dns_name(name):
+                return Answer(Status.NODATA)
+            name = end
+        return Answer(Status.TEMPFAIL)
 
     async def close(self) -> None:
         """Cancel what is outstanding and release the channel (before the loop closes)."""
         await self._resolver.close()
+
+
+def _chain_end(result: Any, name: str, seen: set[str]) -> str | None:
+    """Where the answer's CNAME chain from ``name`` ends; None for a loop or a wrong type.
+
+    ``name`` itself when the answer has no CNAME for it (a plain NODATA).  Every name
+    passed is added to ``seen``, so a loop across follow-up questions is caught too.
+    """
+    import pycares
+
+    aliases: dict[str, str] = {}
+    other = False
+    for record in result.answer:
+        if record.type == pycares.QUERY_TYPE_CNAME:
+            aliases[dns_name(str(record.name))] = dns_name(str(record.data.cname))
+        else:
+            other = True
+    current = dns_name(name)
+    while current in aliases:
+        current = aliases.pop(current)
+        if current in seen:
+            return None
+        seen.add(current)
+    if current == dns_name(name) and other:
+        return None
+    return current
 
 
 def _records(result: Any, rtype: str) -> tuple[Any, ...]:

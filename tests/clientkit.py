@@ -717,3 +717,40 @@ def qmtp_sink(arrivals: list[QmtpArrival]) -> Callable[[Peer, tuple[str, int]], 
         peer.read_to_eof(30)
 
     return script
+
+
+def converse_records(
+    program: str,
+    script: Callable[[socket.socket], None],
+    args: list[str],
+    message: bytes,
+    *,
+    home: str,
+) -> Result:
+    """Run the client on an AF_UNIX SOCK_SEQPACKET pair: each of its writes is one record.
+
+    ``script(server_end)`` runs in a thread and sees the client's write boundaries, which
+    TCP hides (and which decide whether Nagle's algorithm holds a segment back).
+    """
+    client, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server.settimeout(30)
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            script(server)
+        except BaseException as error:  # re-raised below
+            errors.append(error)
+
+    thread = threading.Thread(target=serve, name="records-peer", daemon=True)
+    thread.start()
+    try:
+        result = run_client(program, args, message, home=home, connection=client)
+    finally:
+        client.close()
+        thread.join(30)
+        server.close()
+    assert not thread.is_alive(), "the peer script did not finish"
+    if errors:
+        raise errors[0]
+    return result

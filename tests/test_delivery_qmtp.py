@@ -334,3 +334,4 @@ class TestFallbackToSmtp:
                                         + b"\0")
         starts = [e["t"] for e in delivery.trace if e["event"] == "attempt"]
         assert 90 <= starts[1] - starts[0] <= 250, f"SMTP {starts[1] - starts[0]} ms later"
+

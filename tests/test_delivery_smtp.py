@@ -12,6 +12,7 @@ and what arrived, byte for byte.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,9 @@ from clientkit import (
     PostfixServer,
     ScriptedServer,
     SmtpSink,
+    converse_records,
     fold,
+    make_home,
     postfix_binaries,
 )
 
@@ -475,3 +478,38 @@ class TestPostfix:
         _, content = postfix.held(_postfix_queue_id(pf.stdout))
         from_postfix = b"From: " + content.partition(b"\nFrom: ")[2]
         assert crlf(from_postfix) == arrivals.arrivals[0].content == crlf(TRICKY)
+
+
+NAGLE_BUG = (
+    "bug: mxf-remote-smtpc writes the last body bytes and the final '.' in two write()s; "
+    "Nagle holds the dot until the server's delayed ACK, +40 ms per message on Linux "
+    "(bench/results/delivery.md)"
+)
+
+
+class TestWrites:
+    """What the client leaves to TCP: write boundaries, seen on a SOCK_SEQPACKET pair."""
+
+    @pytest.mark.xfail(reason=NAGLE_BUG, strict=True)
+    def test_a_small_body_and_its_final_dot_go_in_one_write(self, tmp_path: Path) -> None:
+        """The end of the body and ``.`` CRLF leave in one write, so no delayed ACK stalls."""
+        records: list[bytes] = []
+
+        def script(server: socket.socket) -> None:
+            server.send(b"220 records.example ESMTP\r\n")
+            for reply in (b"250 records.example", b"250 ok", b"250 ok", b"354 go ahead"):
+                assert server.recv(65536)
+                server.send(reply + b"\r\n")
+            while not b"".join(records).endswith(b"\r\n.\r\n"):
+                record = server.recv(65536)
+                assert record, "EOF inside DATA"
+                records.append(record)
+            server.send(b"250 ok\r\n")
+            assert server.recv(65536) == b"QUIT\r\n"
+
+        result = converse_records(
+            "mxf-remote-smtpc", script, ["example.org", SENDER, "bob@example.org"], MESSAGE,
+            home=make_home(str(tmp_path)),
+        )
+        assert result.output == b"r\0K127.0.0.1 accepted message.\nRemote host said: 250 ok\n\0"
+        assert records == [crlf(MESSAGE) + b".\r\n"]

@@ -145,11 +145,8 @@ def _ucspi_tls_descriptors() -> tuple[int, int, int] | None:
 
     A read or write descriptor that is missing or not open is -1: TLS cannot be used.
     """
-    control = _descriptor("SSLCTLFD")
-    if control < 0:
-        return None
-    found = [control]
-    for name in ("SSLREADFD", "SSLWRITEFD"):
+    found = []
+    for name in ("SSLCTLFD", "SSLREADFD", "SSLWRITEFD"):
         fd = _descriptor(name)
         if fd >= 0:
             try:
@@ -157,6 +154,8 @@ def _ucspi_tls_descriptors() -> tuple[int, int, int] | None:
             except OSError:
                 fd = -1
         found.append(fd)
+    if found[0] < 0:
+        return None  # no UCSPI-TLS client (a stale SSLCTLFD names no open descriptor)
     return found[0], found[1], found[2]
 
 

@@ -4,7 +4,9 @@ qmail's ``control.c`` rules: a file that does not exist takes its default; a
 single-value file is its first line with trailing space, tab and LF stripped.  A file
 that exists but cannot be read or parsed raises ``ControlError`` naming the file, the
 line and the problem.  A line ending in CR (a CRLF file) is such an error: qmail would
-keep the CR in the value and fail somewhere obscure later.
+keep the CR in the value and fail somewhere obscure later.  So is anything but a regular
+file (a directory, a FIFO, a device): it is opened without blocking, as qmail's
+``open_read`` does, so that a FIFO nobody writes cannot hang the delivery.
 
 Kept apart from ``control.py`` (the protocols table and routes, for mxf-remote) and free
 of heavy imports: the protocol clients start once per delivery and read ``me``,
@@ -14,6 +16,7 @@ of heavy imports: the protocol clients start once per delivery and read ``me``,
 from __future__ import annotations
 
 import os
+from stat import S_ISDIR, S_ISREG
 
 DEFAULT_HOME = "/var/qmail"
 MAX_CONTROL_FILE_BYTES = 16 * 1024 * 1024
@@ -47,12 +50,22 @@ def read_lines(home: str, name: str) -> list[str] | None:
     """
     path = os.path.join(home, "control", name)
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_CONTROL_FILE_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as error:
         raise ControlError(name, None, f"cannot read: {error.strerror or error}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not S_ISREG(mode):
+            problem = "Is a directory" if S_ISDIR(mode) else "not a regular file"
+            raise ControlError(name, None, f"cannot read: {problem}")
+        with open(fd, "rb", closefd=False) as file:
+            data = file.read(MAX_CONTROL_FILE_BYTES + 1)
+    except OSError as error:
+        raise ControlError(name, None, f"cannot read: {error.strerror or error}") from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_CONTROL_FILE_BYTES:
         raise ControlError(name, None, f"larger than {MAX_CONTROL_FILE_BYTES} bytes")
     lines = data.decode("utf-8", "surrogateescape").split("\n")

@@ -29,17 +29,17 @@ def recorder_home(tmp_path: Path, *, timeoutconnect: int = 5, timeoutdns: int = 
 def assert_report(delivery: Delivery, expected: report.Report | bytes) -> None:
     """Exactly this one report on fd 1, nothing on fd 2, exit 0, no handoff."""
     wanted = expected if isinstance(expected, bytes) else expected.encode()
-    assert delivery.stdout == wanted
-    assert delivery.stderr == b""
+    assert delivery.stdout == wanted, (delivery.stdout, wanted)
+    assert delivery.stderr == b"", delivery.stderr
     assert delivery.returncode == 0
     assert not delivery.handed_off
 
 
 def assert_handed_to(delivery: Delivery, address: str) -> dict[str, object]:
     """The recorder ran, connected to ``address``; its record."""
-    assert delivery.stderr == b""
+    assert delivery.stderr == b"", delivery.stderr
     assert delivery.returncode == 0
-    assert delivery.stdout == HANDED_OFF
+    assert delivery.stdout == HANDED_OFF, delivery.stdout
     assert delivery.record is not None
     assert delivery.record["env"]["TCPREMOTEIP"] == address
     record: dict[str, object] = delivery.record

@@ -5,7 +5,8 @@ monotonic clock since the process's main module was loaded) and written once, at
 as JSON lines appended to ``$MXF_TRACE``.  Writing once keeps the race free of file I/O,
 and appending with a single ``write`` keeps lines of concurrent deliveries whole.  A trace
 that cannot be written is dropped silently: fd 1 and fd 2 are the report pipe, and a
-trace is never worth a delivery.
+trace is never worth a delivery.  The file is opened without blocking: a FIFO nobody
+reads is a failure (ENXIO) like any other, not a delivery that hangs.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class Trace:
 
         data = "".join(json.dumps(e, default=str) + "\n" for e in self.events).encode()
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
+            fd = os.open(path, flags, 0o600)
         except OSError:
             return
         try:

@@ -11,7 +11,8 @@ client (tcpclient, s6-tcpclient) would give it:
   its file offset and must read it from 0;
 * ``PROTO=TCP`` and ``TCPLOCALIP``/``TCPLOCALPORT``/``TCPREMOTEIP``/``TCPREMOTEPORT``
   (IPv6 compressed, no brackets, as s6-tcpclient writes them); every other UCSPI or
-  UCSPI-TLS variable the caller may have had is removed, so none can leak in;
+  UCSPI-TLS variable the caller may have had is removed (``SSL_*`` included: a stale
+  ``SSL_PROTOCOL`` would tell the client its connection is encrypted), so none can leak in;
   ``MXFHOST`` and ``MXFPROTOCOL`` say which exchanger and protocol won;
 * signals as qmail-rspawn gives them to qmail-remote: SIGPIPE ignored, every other signal
   at its default (Python itself ignores SIGXFSZ, and an embedding runtime may have set
@@ -42,7 +43,7 @@ REMOVED_VARIABLES = (
     "SSLREADFD",
     "SSLWRITEFD",
 )
-REMOVED_PREFIXES = ("TCP6",)
+REMOVED_PREFIXES = ("TCP6", "SSL_")
 
 
 def client_argv(attempt: Attempt, arguments: Sequence[str]) -> list[str]:

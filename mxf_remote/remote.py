@@ -7,6 +7,11 @@ Every path ends in ``handoff.hand_off`` (exec of the protocol client) or in
 at the top and deferred with ``Zmxf-remote internal error``: a Python traceback exits 1,
 which qmail-rspawn turns into a bounce.
 
+A closed fd 1 or fd 2 is plugged with ``/dev/null`` before anything else opens a
+descriptor: otherwise the next socket would get that number, the report could be
+written into a DNS or SMTP connection, and libuv aborts on a socket below 3.  The
+report then goes nowhere and the exit is 0, as qmail-remote's write to a closed fd 1.
+
 Imports are lean on purpose: this process starts once per delivery.  asyncio, aiodns
 and uvloop are imported only when the loop phase begins.
 """
@@ -54,11 +59,24 @@ def _descriptor_open(fd: int) -> bool:
     return True
 
 
+def _plug_closed_outputs() -> None:
+    """Open ``/dev/null`` on fd 1 and fd 2 where they are closed (see module doc)."""
+    for fd in (1, 2):
+        if not _descriptor_open(fd):
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd, inheritable=True)
+                os.close(null)
+            else:
+                os.set_inheritable(fd, True)
+
+
 def deliver(argv: list[str]) -> NoReturn:
     """Everything mxf-remote does for one delivery."""
     from mxf_remote import report
 
     inherited_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    _plug_closed_outputs()
     arguments = argv[1:]
     if len(arguments) < 3:
         _stop(report.USAGE)

@@ -79,8 +79,17 @@ class TestHosts:
             ("../../etc/passwd", b"../../etc/passwd"),
         ],
         ids=[
-            "space", "control", "tab", "8bit", "long-label", "long-name", "open-bracket",
-            "ipv6-garbage", "ipv6-empty", "ipv6-with-v4", "empty-brackets",
+            "space",
+            "control",
+            "tab",
+            "8bit",
+            "long-label",
+            "long-name",
+            "open-bracket",
+            "ipv6-garbage",
+            "ipv6-empty",
+            "ipv6-with-v4",
+            "empty-brackets",
             "path",
         ],
     )
@@ -136,7 +145,13 @@ class TestEnvelope:
     def test_recipients_with_odd_bytes(self, home: QmailHome, knot: KnotServer) -> None:
         """Blanks, control bytes, 8-bit bytes, ``-`` first: each arrives byte for byte."""
         recipients = (
-            "a b@example.test", "tab\t@x", _surrogates(b"caf\xe9@x"), "-v@x", "", "@", "\x7f@x",
+            "a b@example.test",
+            "tab\t@x",
+            _surrogates(b"caf\xe9@x"),
+            "-v@x",
+            "",
+            "@",
+            "\x7f@x",
         )
         delivery = run_remote(home, "ok.mxf.test", env=knot.env, recipients=recipients)
         record = assert_handed_to(delivery, "127.0.6.11")

@@ -175,9 +175,21 @@ class TestProtocolsTable:
             ("smtp:\u0665:0:N:N:PROG", "'\u0665' is not a whole number of (port)"),
         ],
         ids=[
-            "five-fields", "seven-fields", "port-0", "port-65536", "port-minus-1", "port-abc",
-            "port-empty", "slice-16", "slice-minus-2", "tls-yes", "tls-x", "both-tls",
-            "no-program", "blank-service", "arabic-digit",
+            "five-fields",
+            "seven-fields",
+            "port-0",
+            "port-65536",
+            "port-minus-1",
+            "port-abc",
+            "port-empty",
+            "slice-16",
+            "slice-minus-2",
+            "tls-yes",
+            "tls-x",
+            "both-tls",
+            "no-program",
+            "blank-service",
+            "arabic-digit",
         ],
     )
     def test_bad_line(self, home: QmailHome, line: str, problem: str) -> None:
@@ -247,8 +259,13 @@ class TestRoutes:
             ("relay with blanks", "relay 'relay with blanks' contains blanks or control bytes"),
         ],
         ids=[
-            "v6-unbracketed", "v6-open-bracket", "v6-junk-after", "port-0", "port-65536",
-            "no-relay", "blanks",
+            "v6-unbracketed",
+            "v6-open-bracket",
+            "v6-junk-after",
+            "port-0",
+            "port-65536",
+            "no-relay",
+            "blanks",
         ],
     )
     def test_bad_route(self, home: QmailHome, value: str, problem: str) -> None:

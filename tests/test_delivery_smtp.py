@@ -480,17 +480,9 @@ class TestPostfix:
         assert crlf(from_postfix) == arrivals.arrivals[0].content == crlf(TRICKY)
 
 
-NAGLE_BUG = (
-    "bug: mxf-remote-smtpc writes the last body bytes and the final '.' in two write()s; "
-    "Nagle holds the dot until the server's delayed ACK, +40 ms per message on Linux "
-    "(bench/results/delivery.md)"
-)
-
-
 class TestWrites:
     """What the client leaves to TCP: write boundaries, seen on a SOCK_SEQPACKET pair."""
 
-    @pytest.mark.xfail(reason=NAGLE_BUG, strict=True)
     def test_a_small_body_and_its_final_dot_go_in_one_write(self, tmp_path: Path) -> None:
         """The end of the body and ``.`` CRLF leave in one write, so no delayed ACK stalls."""
         records: list[bytes] = []

@@ -1,154 +1,105 @@
-"""Handoff latency and start-up cost of mxf-remote, side by side with the import floor.
+"""Handoff latency: mxf-remote next to three ways of doing without it, scenario by scenario.
 
-Run: ``python3 -m tox -e bench`` (or ``python bench/handoff.py [runs]`` as root).
+For every scenario of ``fixture.SCENARIOS`` and every run, interleaved (so machine load
+shifts every contender alike):
 
-Scenarios, each on loopback in a private network namespace with a real knot server:
+* **mxf-remote**: the installed program, as qmail-rspawn runs it; its latency is from
+  just before the start to its ``execve`` of the protocol program (the trace's
+  ``handoff`` mark), and, in the all-silent scenario, to its exit after the Z report;
+* **(a) sequential**: ``bench/sequential.py``, qmail-remote's way (one address at a
+  time, 5 s each);
+* **(b) asyncio** and **(c) aiohappyeyeballs**: ``bench/race_only.py``, a race alone
+  over mxf-remote's final address list (no DNS), to the connected socket;
+* **(d) floor**: ``python -c "import asyncio, aiodns, uvloop"``, what any asyncio + c-ares
+  program pays to start; the *ideal* is the floor plus what the scenario must wait
+  (one connectdelay behind a silent address, timeoutconnect when all are silent).
 
-* healthy: the best MX answers (AAAA and A);
-* silent best MX: MX 10 drops SYNs (one address), MX 20 answers.
-
-Figures, over ``runs`` deliveries each (median, and p10..p90 spread):
-
-* **handoff latency**: from the moment this script starts the process to mxf-remote's
-  ``execve`` of the protocol program (the ``mono`` clock of the trace's handoff mark);
-* **CPU**: user+system seconds of the mxf-remote process up to and including the
-  protocol program, which here is ``/bin/true``-cheap (a shell ``exec true`` costs
-  about 1 ms);
-* the **floor**: ``python -c "import asyncio, aiodns, uvloop"`` in the same interpreter,
-  measured in the same run, wall and CPU: what any asyncio+c-ares program pays to start.
-
-Ratios are to the floor measured in the same run, so a busy machine shifts both.
+Runs of a contender that waits seconds on silent hosts ((a) in every silent scenario,
+(b) and (c) when all are silent) are started 250 ms apart and overlap while they wait;
+everything else runs one process at a time.
 """
 
 from __future__ import annotations
 
-import os
-import resource
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fixture import (
+    ALL_SILENT_TIMEOUT,
+    DOMAIN,
+    MXF_REMOTE,
+    Scenario,
+    World,
+)
+from measure import Sample, run_overlapped, run_process
 
-from tests.infra.netns import enter_private_netns, nft_available, silence
-
-NETNS_PROBLEM = enter_private_netns()
-
-from tests.infra.knot import KnotServer  # noqa: E402
-from tests.remotekit import MXF_REMOTE, Listeners  # noqa: E402
-
-PORT = 2525
-ZONE = """
-healthy      MX   10 mx.healthy
-mx.healthy   AAAA fd6d:7866::301
-mx.healthy   A    127.0.3.1
-silent       MX   10 mx1.silent
-silent       MX   20 mx2.silent
-mx1.silent   A    127.0.3.2
-mx2.silent   A    127.0.3.3
-"""
+BENCH = Path(__file__).resolve().parent
+CONTENDERS = ("mxf-remote", "sequential", "asyncio", "aiohappyeyeballs", "floor")
+FLOOR = [sys.executable, "-c", "import asyncio, aiodns, uvloop"]
+OVERLAP_STAGGER = 0.25
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def target_list(scenario: Scenario) -> list[str]:
+    """The race list as ``race_only.py`` arguments."""
+    return [f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for a, p in scenario.race_list]
 
 
-def measure(argv: list[str], env: dict[str, str], stdin_path: Path,
-            trace: Path | None) -> tuple[float, float, float | None]:
-    """(wall seconds, CPU seconds, handoff latency seconds or None) of one process."""
-    if trace is not None:
-        trace.unlink(missing_ok=True)
-    cpu_before = _children_cpu()
-    with open(stdin_path, "rb") as stdin:
-        started = time.monotonic()
-        # wait() without a timeout blocks in waitpid; with one, it polls in steps of up
-        # to 50 ms, which would quantise the wall times.
-        subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, env=env).wait()
-        wall = time.monotonic() - started
-    cpu = _children_cpu() - cpu_before
-    handoff = None
-    if trace is not None and trace.exists():
-        import json
-
-        for line in trace.read_text().splitlines():
-            event = json.loads(line)
-            if event["event"] == "handoff":
-                handoff = event["mono"] - started
-    return wall, cpu, handoff
+def commands(scenario: Scenario, world: World, env: dict[str, str]) -> dict[str, list[str]]:
+    """The argv of every contender for ``scenario``."""
+    host = f"{scenario.host}.{DOMAIN}"
+    timeout = str(ALL_SILENT_TIMEOUT if scenario.all_silent else 60)
+    race_only = [sys.executable, str(BENCH / "race_only.py")]
+    return {
+        "mxf-remote": [MXF_REMOTE, host, "sender@bench.example", "rcpt@bench.example"],
+        "sequential": [sys.executable, str(BENCH / "sequential.py"), host],
+        "asyncio": [*race_only, "asyncio", timeout, *target_list(scenario)],
+        "aiohappyeyeballs": [*race_only, "aiohappyeyeballs", timeout, *target_list(scenario)],
+        "floor": FLOOR,
+    }
 
 
-def summary(values: list[float]) -> str:
-    """``median (p10..p90)`` in milliseconds."""
-    ms = sorted(v * 1000 for v in values)
-    deciles = statistics.quantiles(ms, n=10) if len(ms) > 1 else [ms[0]] * 9
-    return f"{statistics.median(ms):7.1f} ({deciles[0]:.1f}..{deciles[-1]:.1f})"
+def overlapped(scenario: Scenario, contender: str) -> bool:
+    """Whether this contender's runs wait seconds (and so are run overlapping)."""
+    if contender == "sequential":
+        return scenario.silent
+    return contender in ("asyncio", "aiohappyeyeballs") and scenario.all_silent
 
 
-def main() -> int:
-    """Measure and print the table."""
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    if NETNS_PROBLEM is not None:
-        print(f"bench: no private network namespace: {NETNS_PROBLEM}", file=sys.stderr)
-        return 1
-    with tempfile.TemporaryDirectory(prefix="mxf-bench-") as tmp:
-        home = Path(tmp)
-        (home / "control").mkdir()
-        program = home / "true"
-        program.write_text("#!/bin/sh\nprintf 'Kok\\n\\0'\n")
-        program.chmod(0o755)
-        (home / "control" / "protocols").write_text(f"smtp:{PORT}:0:N:N:{program}\n")
-        message = home / "message"
-        message.write_bytes(b"Subject: bench\n\nbody\n")
-        trace = home / "trace.jsonl"
-        if nft_available() is not None:
-            print("bench: nftables unavailable", file=sys.stderr)
-            return 1
-        silence("127.0.3.2", PORT)
-        listeners = Listeners()
-        for address in ("fd6d:7866::301", "127.0.3.1", "127.0.3.3"):
-            listeners.listen(address, PORT)
-        rows = []
-        try:
-            with KnotServer({"bench.test": ZONE}) as knot:
-                env = {**os.environ, **knot.env, "MXF_QMAIL": str(home),
-                       "MXF_TRACE": str(trace)}
-                floor_argv = [sys.executable, "-c", "import asyncio, aiodns, uvloop"]
-                scenarios = {
-                    "floor: import asyncio, aiodns, uvloop": (floor_argv, None),
-                    "healthy exchanger": ([MXF_REMOTE, "healthy.bench.test", "a@b", "c@d"],
-                                          trace),
-                    "silent best MX": ([MXF_REMOTE, "silent.bench.test", "a@b", "c@d"], trace),
-                }
-                results: dict[str, list[tuple[float, float, float | None]]] = {
-                    name: [] for name in scenarios
-                }
-                for _ in range(runs):  # interleaved, so load shifts every scenario alike
-                    for name, (argv, trace_path) in scenarios.items():
-                        results[name].append(measure(argv, env, message, trace_path))
-        finally:
-            listeners.close()
-        floor_wall = statistics.median(r[0] for r in results[next(iter(results))])
-        floor_cpu = statistics.median(r[1] for r in results[next(iter(results))])
-        print(f"\n{runs} runs each, {sys.executable}, {os.cpu_count()} cores\n")
-        print("| scenario | handoff latency ms, median (p10..p90) | wall ms | CPU ms |"
-              " handoff / floor wall | CPU - floor CPU ms |")
-        print("|---|---|---|---|---|---|")
-        for name, samples in results.items():
-            walls = [s[0] for s in samples]
-            cpus = [s[1] for s in samples]
-            handoffs = [s[2] for s in samples if s[2] is not None]
-            handoff = summary(handoffs) if handoffs else "-"
-            ratio = (f"{statistics.median(handoffs) / floor_wall:.2f}x" if handoffs else "-")
-            extra_cpu = (statistics.median(cpus) - floor_cpu) * 1000
-            rows.append(name)
-            print(f"| {name} | {handoff} | {summary(walls)} | {summary(cpus)} | {ratio} |"
-                  f" {extra_cpu:+.1f} |")
-    return 0
+def run_scenario(
+    scenario: Scenario, world: World, dns_env: dict[str, str], runs: int
+) -> dict[str, list[Sample]]:
+    """Every contender ``runs`` times in ``scenario``."""
+    home = world.homes["allsilent" if scenario.all_silent else "handoff"]
+    env = {
+        "PATH": f"{Path(MXF_REMOTE).parent}:/usr/bin:/bin",
+        "MXF_QMAIL": str(home),
+        "MXF_TRACE": str(world.root / "trace.jsonl"),
+        "BENCH_CPU_FILE": str(world.root / "cpu"),
+        **dns_env,
+    }
+    argvs = commands(scenario, world, env)
+    results: dict[str, list[Sample]] = {name: [] for name in CONTENDERS}
 
+    def once(name: str) -> Sample:
+        if name == "mxf-remote":
+            return run_process(
+                argvs[name], env, world.message, trace=world.root / "trace.jsonl",
+                cpu_file=world.root / "cpu",
+            )
+        return run_process(argvs[name], env, world.message)
 
-if __name__ == "__main__":
-    sys.exit(main())
+    for name in CONTENDERS:  # warm-up: caches, and a check that each one works
+        sample = once(name) if not overlapped(scenario, name) else None
+        if sample is not None and name != "floor" and sample.handoff is None and not (
+            scenario.all_silent
+        ):
+            raise RuntimeError(f"{scenario.key}/{name} did not connect: {sample.output[:200]!r}")
+    for _ in range(runs):
+        for name in CONTENDERS:
+            if not overlapped(scenario, name):
+                results[name].append(once(name))
+    for name in CONTENDERS:
+        if overlapped(scenario, name):
+            results[name] = run_overlapped([(argvs[name], env)] * runs, world.message,
+                                           OVERLAP_STAGGER)
+    return results

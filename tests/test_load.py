@@ -36,7 +36,7 @@ class _Sink:
         self.bodies: list[bytes] = []
         self._lock = threading.Lock()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self._lock:
             self.bodies.append(bytes(envelope.content))
         return "250 queued"
@@ -104,9 +104,7 @@ class TestLoad:
             assert (stderr, code) == (b"", 0)
             assert stdout.startswith(b"r\0K" + ADDRESS.encode() + b" accepted message.")
             assert stdout.count(b"\0") == 2 and stdout.endswith(b"\n\0")
-        ids = sorted(
-            int(body.split(b"<", 1)[1].split(b"@", 1)[0]) for body in smtp_server.bodies
-        )
+        ids = sorted(int(body.split(b"<", 1)[1].split(b"@", 1)[0]) for body in smtp_server.bodies)
         assert ids == list(range(COUNT))
         assert _children() == set()
         assert set(os.listdir("/proc/self/fd")) - fds_before == set()

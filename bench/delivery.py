@@ -223,6 +223,13 @@ def tree_cpu(pid: int) -> float:
     return total + sum(tree_cpu(child) for child in children)
 
 
+def machine_busy() -> float:
+    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(t) for t in stat.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / TICK  # minus idle and iowait
+
+
 def summary(values: list[float]) -> str:
     """``median (p10..p90)`` in milliseconds."""
     ms = sorted(v * 1000 for v in values)
@@ -368,8 +375,9 @@ def bench_throughput(count: int, concurrency: int, home: Path, tmp: Path) -> lis
         " batch; server CPU = the server's process tree",
         "",
         "| server | deliveries/s | elapsed s | client CPU s / delivery |"
-        " server CPU s / delivery | reports | arrived |",
-        "|---|---|---|---|---|---|---|",
+        " server CPU s / delivery | reports | arrived | machine busy, % of all cores |"
+        " of which not client or server (knot, this script, other sessions) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     with KnotServer({"bench.test": ZONE}) as knot:
         env = {"PATH": "/usr/bin:/bin", "MXF_QMAIL": str(home), **knot.env}
@@ -381,7 +389,7 @@ def bench_throughput(count: int, concurrency: int, home: Path, tmp: Path) -> lis
                 binaries = postfix_binaries()
                 if binaries is None or os.geteuid() != 0:
                     lines.append(f"| {name} | skipped: postfix not installed or not root |"
-                                 " | | | | |")
+                                 " | | | | | | |")
                     continue
                 server = PostfixServer(*binaries, 25, address=address)
                 pid = server.process.pid  # type: ignore[attr-defined]
@@ -395,10 +403,13 @@ def bench_throughput(count: int, concurrency: int, home: Path, tmp: Path) -> lis
             try:
                 deliver_batch(host, 4, concurrency=4, env=env, tmp=tmp,
                               label=f"warm{label}")  # warm caches, pools
+                busy_before = machine_busy()
                 server_before = tree_cpu(pid)
                 elapsed, client_cpu, outputs = deliver_batch(
                     host, count, concurrency=concurrency, env=env, tmp=tmp, label=label)
                 server_cpu = tree_cpu(pid) - server_before
+                busy = machine_busy() - busy_before
+                capacity = elapsed * (os.cpu_count() or 1)
                 good = sum(o.startswith(b"r\0K" + address.encode() + b" accepted message.")
                            and o.endswith(b"\0") and o.count(b"\0") == 2 for o in outputs)
                 time.sleep(0.5 if name == "postfix" else 0.1)  # the last hold files
@@ -408,10 +419,11 @@ def bench_throughput(count: int, concurrency: int, home: Path, tmp: Path) -> lis
             lines.append(
                 f"| {name} | {count / elapsed:.1f} | {elapsed:.2f} | {client_cpu / count:.3f} |"
                 f" {server_cpu / count:.4f} | {good}/{count} r+K | {arrived} |"
+                f" {busy / capacity:.0%} | {(busy - client_cpu - server_cpu) / capacity:.0%} |"
             )
             if good != count:
                 bad = next(o for o in outputs if not o.startswith(b"r\0K"))
-                lines.append(f"|   first bad report: {bad[:200]!r} | | | | | | |")
+                lines.append(f"|   first bad report: {bad[:200]!r} | | | | | | | | |")
     return lines
 
 
@@ -432,7 +444,8 @@ def main() -> int:
         (home / "control").mkdir(parents=True)
         (home / "control" / "protocols").write_text(PROTOCOLS)
         (home / "control" / "me").write_text("me.bench.test\n")
-        print(f"{sys.executable} (CPython {sys.version.split()[0]}), {os.cpu_count()} cores\n")
+        print(f"{sys.executable} (CPython {sys.version.split()[0]}), {os.cpu_count()} cores,"
+              f" load average at start {os.getloadavg()[0]:.1f}\n")
         for line in bench_client_alone(runs, home, tmp):
             print(line, flush=True)
         print()

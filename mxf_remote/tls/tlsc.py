@@ -26,10 +26,14 @@ from __future__ import annotations
 import os
 import select
 import sys
-from typing import NoReturn
 
 from mxf_remote.output import finish, report_bytes
-from mxf_remote.tls.options import UsageError, cleaned_environment, parse_options
+from mxf_remote.tls.options import Options, UsageError, cleaned_environment, parse_options
+
+TYPE_CHECKING = False  # typing costs an import per delivery; annotations are strings
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
 
 PROGRAM = "mxf-remote-tlsc"
 BACKSTOP_SECONDS = 10.0
@@ -114,24 +118,37 @@ def _move_to(fd_read: int, fd_write: int) -> None:
     os.close(high_write)
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point of mxf-remote-tlsc."""
+def run_guarded(
+    program: str, body: Callable[[list[str]], NoReturn], argv: list[str] | None
+) -> NoReturn:
+    """Run ``body`` on the arguments; any unexpected exception is a Z report, never a trace."""
     try:
-        _main(sys.argv[1:] if argv is None else argv)
+        body(sys.argv[1:] if argv is None else argv)
     except Exception as exc:
-        report_temporary(f"{PROGRAM} internal error: {type(exc).__name__}: {exc} (#4.3.0)")
+        report_temporary(f"{program} internal error: {type(exc).__name__}: {exc} (#4.3.0)")
 
 
-def _main(args: list[str]) -> NoReturn:
+def checked_options(program: str, args: list[str]) -> Options:
+    """The options, with the ciphertext descriptors known to be open; else a Z report."""
     try:
         options = parse_options(args)
     except UsageError as exc:
-        report_temporary(f"Unable to run {PROGRAM}: {exc}. (#4.3.0)")
+        report_temporary(f"Unable to run {program}: {exc}. (#4.3.0)")
     for fd in (options.rfd, options.wfd):
         try:
             os.fstat(fd)
         except OSError:
-            report_temporary(f"Unable to run {PROGRAM}: descriptor {fd} is not open. (#4.3.0)")
+            report_temporary(f"Unable to run {program}: descriptor {fd} is not open. (#4.3.0)")
+    return options
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of mxf-remote-tlsc."""
+    run_guarded(PROGRAM, _main, argv)
+
+
+def _main(args: list[str]) -> NoReturn:
+    options = checked_options(PROGRAM, args)
     env = dict(os.environ)
     to_prog_r, to_prog_w = os.pipe()
     from_prog_r, from_prog_w = os.pipe()

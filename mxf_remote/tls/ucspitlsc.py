@@ -21,33 +21,24 @@ The engine child (:mod:`mxf_remote.tls.engine`) waits on the control socket and 
 from __future__ import annotations
 
 import os
-import sys
-from typing import NoReturn
 
-from mxf_remote.tls.options import UsageError, cleaned_environment, parse_options
-from mxf_remote.tls.tlsc import exec_prog, report_temporary
+from mxf_remote.tls.options import cleaned_environment
+from mxf_remote.tls.tlsc import checked_options, exec_prog, run_guarded
+
+TYPE_CHECKING = False  # typing costs an import per delivery; annotations are strings
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 PROGRAM = "mxf-remote-ucspitlsc"
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of mxf-remote-ucspitlsc."""
-    try:
-        _main(sys.argv[1:] if argv is None else argv)
-    except Exception as exc:
-        report_temporary(f"{PROGRAM} internal error: {type(exc).__name__}: {exc} (#4.3.0)")
+    run_guarded(PROGRAM, _main, argv)
 
 
 def _main(args: list[str]) -> NoReturn:
-    try:
-        options = parse_options(args)
-    except UsageError as exc:
-        report_temporary(f"Unable to run {PROGRAM}: {exc}. (#4.3.0)")
-    for fd in (options.rfd, options.wfd):
-        try:
-            os.fstat(fd)
-        except OSError:
-            report_temporary(f"Unable to run {PROGRAM}: descriptor {fd} is not open. (#4.3.0)")
+    options = checked_options(PROGRAM, args)
     import socket
 
     env = dict(os.environ)

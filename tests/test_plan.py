@@ -1321,13 +1321,30 @@ class TestSelfCheckVerdict:
         assert self_check_verdict(self.mx_attempt("b.example", 20), known, LOCAL) is True
 
     def test_implicit_host_pending(self) -> None:
-        """An implicit-MX attempt waits for the rest of the host's addresses."""
+        """An implicit-MX attempt waits while the host has no known IPv4 address."""
+        known = knowledge(
+            mx=status(Status.NXDOMAIN),
+            hosts={"example.com": (Answer(Status.OK, ("2001:db8::5",)), PENDING)},
+        )
+        attempt = Attempt(SMTP, "example.com", "2001:db8::5", 25, "implicit", 0)
+        assert self_check_verdict(attempt, known, LOCAL) is None
+
+    def test_known_ipv4_elsewhere_settles_a_pending_aaaa(self) -> None:
+        """A known non-local A answer settles it, AAAA pending or not (qmail's IPv4 view)."""
         known = knowledge(
             mx=status(Status.NXDOMAIN),
             hosts={"example.com": (PENDING, Answer(Status.OK, ("192.0.2.5",)))},
         )
         attempt = Attempt(SMTP, "example.com", "192.0.2.5", 25, "implicit", 0)
-        assert self_check_verdict(attempt, known, LOCAL) is None
+        assert self_check_verdict(attempt, known, LOCAL) is True
+
+    def test_a_nodata_with_aaaa_pending_waits(self) -> None:
+        """No IPv4 address (NODATA) and the AAAA still out: not yet."""
+        known = knowledge(
+            mx=ok(MX(10, "a.example"), MX(20, "b.example")),
+            hosts={"a.example": (PENDING, NODATA), "b.example": ["192.0.2.20"]},
+        )
+        assert self_check_verdict(self.mx_attempt("b.example", 20), known, LOCAL) is None
 
     def test_implicit_host_is_us(self) -> None:
         """An implicit-MX host with one of our addresses: never."""

@@ -125,6 +125,15 @@ class TestResolutionDelay:
         assert isinstance(result.outcome, Lost) and result.outcome.timed_out
         assert end == pytest.approx(1.06)
 
+    def test_a_late_aaaa_does_not_hold_back_a_connected_ipv4_winner(self) -> None:
+        """A at 10 ms, AAAA at 200 ms, IPv4 connects in 1 ms: won at 61 ms, not 200 ms."""
+        dns = {(HOST, "MX"): (0.0, mx((10, "mx1"))),
+               **exchanger("mx1", "10.0.0.1", ipv6=("fd00::1",), at=0.01, ipv6_at=0.2)}
+        connector = ScriptedConnector({("10.0.0.1", 25): (0.001, "ok")})
+        result, end = race(dns, connector, local=frozenset({"10.9.9.9"}))
+        assert isinstance(result.outcome, Won) and result.outcome.attempt.address == "10.0.0.1"
+        assert end == pytest.approx(0.061)
+
     def test_a_negative_aaaa_releases_ipv4_at_once(self) -> None:
         """A at 10 ms, AAAA NODATA at 20 ms: IPv4 starts at 20 ms."""
         dns = {(HOST, "MX"): (0.0, mx((10, "mx1"))),

@@ -264,15 +264,12 @@ def _chosen_protocols(
 
 
 def _nameservers() -> list[str]:
-    from mxf_remote.resolver import nameservers_from_env, nameservers_from_resolv_conf
+    from mxf_remote.resolver import configured_nameservers
 
-    configured = os.environ.get("MXF_NAMESERVERS")
-    if configured is None:
-        return nameservers_from_resolv_conf()
     try:
-        return nameservers_from_env(configured)
+        return configured_nameservers(os.environ)
     except ValueError as error:
-        raise ProbeError(f"MXF_NAMESERVERS: {error}") from None
+        raise ProbeError(str(error)) from None
 
 
 def _local_addresses() -> frozenset[str]:

@@ -139,6 +139,8 @@ class Race:
                 parked.connection.close()
             tasks = list(self._in_flight)
             for task in tasks:
+                attempt = self._in_flight[task]
+                self._trace.event("attempt_abandoned", address=attempt.address, port=attempt.port)
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)

@@ -40,7 +40,7 @@ def main() -> NoReturn:
 
 def _stop(report: Report, trace: _trace.Trace | None = None) -> NoReturn:
     if trace is not None:
-        trace.event("report", letter=report.letter, text=report.text.decode("latin-1"))
+        trace.mark("report", letter=report.letter, text=report.text.decode("latin-1"))
         _flush_trace(trace)
     finish(report.encode())
 
@@ -137,15 +137,12 @@ def deliver(argv: list[str]) -> NoReturn:
 
 def _nameservers(trace: _trace.Trace) -> list[str]:
     from mxf_remote import report
-    from mxf_remote.resolver import nameservers_from_env, nameservers_from_resolv_conf
+    from mxf_remote.resolver import configured_nameservers
 
-    configured = os.environ.get("MXF_NAMESERVERS")
-    if configured is None:
-        return nameservers_from_resolv_conf()
     try:
-        return nameservers_from_env(configured)
+        return configured_nameservers(os.environ)
     except ValueError as error:
-        _stop(report.bad_nameservers(f"MXF_NAMESERVERS: {error}"), trace)
+        _stop(report.bad_nameservers(str(error)), trace)
 
 
 def _local_addresses(trace: _trace.Trace) -> frozenset[str]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from mxf_remote.addresses import canonical_address, parse_literal
@@ -287,6 +287,17 @@ def nameservers_from_env(value: str) -> list[str]:
     if not servers:
         raise ValueError("MXF_NAMESERVERS is empty")
     return servers
+
+
+def configured_nameservers(environ: Mapping[str, str]) -> list[str]:
+    """``MXF_NAMESERVERS`` when set (ValueError, naming it, when malformed), else resolv.conf."""
+    configured = environ.get("MXF_NAMESERVERS")
+    if configured is None:
+        return nameservers_from_resolv_conf()
+    try:
+        return nameservers_from_env(configured)
+    except ValueError as error:
+        raise ValueError(f"MXF_NAMESERVERS: {error}") from None
 
 
 def nameservers_from_resolv_conf(path: str = "/etc/resolv.conf") -> list[str]:

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import NamedTuple
 
 from . import dnswire
-from .knot import ipv6_loopback_available, pick_free_port
+from .knot import ServesDns, ipv6_loopback_available, pick_free_port
 
 __all__ = ["DnsProxy", "QueryLogEntry", "Rule"]
 
@@ -105,7 +105,7 @@ class _Stopped(Exception):
     """The proxy is shutting down."""
 
 
-class DnsProxy:
+class DnsProxy(ServesDns):
     """DNS forwarder on 127.0.0.1 (and ::1) in front of `upstream` (host, port)."""
 
     def __init__(
@@ -132,21 +132,6 @@ class DnsProxy:
         self._errors: list[BaseException] = []
 
     # -- public view --------------------------------------------------------------------
-    @property
-    def nameservers(self) -> list[str]:
-        """c-ares style server list: ["127.0.0.1:PORT", "[::1]:PORT"]."""
-        return [f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}" for a in self.listen]
-
-    @property
-    def env(self) -> dict[str, str]:
-        """Environment for mxf-remote pointing it at this proxy."""
-        return {"MXF_NAMESERVERS": ",".join(self.nameservers)}
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """(host, port) of the first listen address."""
-        return self.listen[0], self.port
-
     @property
     def log(self) -> list[QueryLogEntry]:
         """A snapshot of every query seen so far, in arrival order."""

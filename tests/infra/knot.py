@@ -119,7 +119,29 @@ def _norm_zone(name: str) -> str:
     return name.strip().rstrip(".").lower()
 
 
-class KnotServer:
+class ServesDns:
+    """What a DNS server fixture tells its users: where it listens, as mxf-remote wants it."""
+
+    listen: list[str]
+    port: int
+
+    @property
+    def nameservers(self) -> list[str]:
+        """c-ares style server list: ["127.0.0.1:PORT", "[::1]:PORT"]."""
+        return [f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}" for a in self.listen]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for mxf-remote pointing it at this server."""
+        return {"MXF_NAMESERVERS": ",".join(self.nameservers)}
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) of the first listen address, e.g. as a DnsProxy upstream."""
+        return self.listen[0], self.port
+
+
+class KnotServer(ServesDns):
     """knotd serving `zones` (origin -> zone-file text) on a free port.
 
     `servfail_zones` answer SERVFAIL for every name at or below them; `noudp_zones` answer
@@ -157,21 +179,6 @@ class KnotServer:
         self._stderr_path: Path | None = None
 
     # -- public view --------------------------------------------------------------------
-    @property
-    def nameservers(self) -> list[str]:
-        """c-ares style server list: ["127.0.0.1:PORT", "[::1]:PORT"]."""
-        return [f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}" for a in self.listen]
-
-    @property
-    def env(self) -> dict[str, str]:
-        """Environment for mxf-remote pointing it at this server."""
-        return {"MXF_NAMESERVERS": ",".join(self.nameservers)}
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """(host, port) of the first listen address, e.g. as a DnsProxy upstream."""
-        return self.listen[0], self.port
-
     @property
     def directory(self) -> Path:
         """The temp dir holding the config, zone files and knot's state."""

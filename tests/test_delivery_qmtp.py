@@ -24,9 +24,16 @@ from clientkit import (
     qmtp_sink,
 )
 
+from tests.deliverykit import (
+    MESSAGE,
+    SENDER,
+    attempts,
+    clear_text_home,
+    deliver,
+)
 from tests.infra.knot import KnotServer
 from tests.infra.netns import silence
-from tests.remotekit import Delivery, QmailHome, run_remote
+from tests.remotekit import Delivery, QmailHome
 
 pytestmark = [pytest.mark.knot]
 
@@ -46,10 +53,6 @@ silent           MX    12801 mx.silent
 mx.silent        A     {SILENT}
 """
 
-PROTOCOLS = "qmtp:209:1:N:N:mxf-remote-qmtpc\nsmtp:25:0:N:N:mxf-remote-smtpc\n"
-PATH_WITHOUT_CLIENTS = "/usr/bin:/bin"
-SENDER = "alice@example.org"
-MESSAGE = b"Subject: hello\n\nbody\n"
 TRICKY = (
     b"Subject: caf\xc3\xa9 \xff\n\n.\n..\n.leading dot\r\nCRLF and bare\rCR\n\x80\x81 8-bit\nlast\n"
 )
@@ -117,32 +120,7 @@ def sinks(
 @pytest.fixture
 def home(tmp_path: Path) -> QmailHome:
     """A qmail home: clear-text QMTP (slice 1) and SMTP by bare program name."""
-    qmail = QmailHome(tmp_path / "qmail")
-    qmail.control("protocols", PROTOCOLS)
-    qmail.control("me", "me.example\n")
-    qmail.control("timeoutconnect", "10\n")
-    qmail.control("timeoutremote", "30\n")
-    return qmail
-
-
-def deliver(
-    home: QmailHome, host: str, knot: KnotServer, *, recipients: tuple[str, ...],
-    message: bytes = MESSAGE,
-) -> Delivery:
-    """One delivery through the installed mxf-remote, with the clients off PATH."""
-    delivery = run_remote(
-        home, host, env={**knot.env, "PATH": PATH_WITHOUT_CLIENTS}, recipients=recipients,
-        sender=SENDER, message=message, timeout=60,
-    )
-    assert delivery.stderr == b""
-    assert delivery.returncode == 0
-    return delivery
-
-
-def attempts(delivery: Delivery) -> list[tuple[str, str, int]]:
-    """(protocol, address, port) of every connection attempt, in order."""
-    return [(e["protocol"], e["address"], e["port"]) for e in delivery.trace
-            if e["event"] == "attempt"]
+    return clear_text_home(tmp_path)
 
 
 def program(delivery: Delivery) -> str:

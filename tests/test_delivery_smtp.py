@@ -30,8 +30,16 @@ from clientkit import (
     postfix_binaries,
 )
 
+from tests.deliverykit import (
+    MESSAGE,
+    PATH_WITHOUT_CLIENTS,
+    SENDER,
+    attempts,
+    clear_text_home,
+    deliver,
+)
 from tests.infra.knot import KnotServer
-from tests.remotekit import MXF_REMOTE, Delivery, QmailHome, run_remote
+from tests.remotekit import MXF_REMOTE, Delivery, QmailHome
 
 pytestmark = [pytest.mark.knot]
 
@@ -59,12 +67,8 @@ mx1.refused      A     {CLOSED}
 mx2.refused      A     {SECOND}
 """
 
-PROTOCOLS = "qmtp:209:1:N:N:mxf-remote-qmtpc\nsmtp:25:0:N:N:mxf-remote-smtpc\n"
-PATH_WITHOUT_CLIENTS = "/usr/bin:/bin"
 BUSY_GREETING = "421 4.3.2 mx1.busy is too busy, come back later"
 
-SENDER = "alice@example.org"
-MESSAGE = b"Subject: hello\n\nbody\n"
 TRICKY = (
     b"From: alice@example.org\nTo: bob@example.org\nDate: Wed, 25 Nov 2026 12:00:00 +0000\n"
     b"Message-ID: <e2e@example.org>\nSubject: caf\xc3\xa9 \xff\xfe\n\n"
@@ -145,26 +149,7 @@ def postfix() -> Iterator[PostfixServer]:
 @pytest.fixture
 def home(tmp_path: Path) -> QmailHome:
     """A qmail home: clear-text QMTP (slice 1) and SMTP by bare program name."""
-    qmail = QmailHome(tmp_path / "qmail")
-    qmail.control("protocols", PROTOCOLS)
-    qmail.control("me", "me.example\n")
-    qmail.control("timeoutconnect", "10\n")
-    qmail.control("timeoutremote", "30\n")
-    return qmail
-
-
-def deliver(
-    home: QmailHome, host: str, knot: KnotServer, *, recipients: tuple[str, ...],
-    message: bytes = MESSAGE, sender: str = SENDER,
-) -> Delivery:
-    """One delivery through the installed mxf-remote, with the clients off PATH."""
-    delivery = run_remote(
-        home, host, env={**knot.env, "PATH": PATH_WITHOUT_CLIENTS}, recipients=recipients,
-        sender=sender, message=message, timeout=60,
-    )
-    assert delivery.stderr == b""
-    assert delivery.returncode == 0
-    return delivery
+    return clear_text_home(tmp_path)
 
 
 def handed_to(delivery: Delivery) -> list[tuple[str, str, int]]:
@@ -172,12 +157,6 @@ def handed_to(delivery: Delivery) -> list[tuple[str, str, int]]:
     won = [(e["address"], e["port"]) for e in delivery.trace if e["event"] == "attempt_won"]
     programs = [e["program"] for e in delivery.trace if e["event"] == "handoff"]
     return [(program, *where) for program, where in zip(programs, won, strict=True)]
-
-
-def attempts(delivery: Delivery) -> list[tuple[str, str, int]]:
-    """(protocol, address, port) of every connection attempt, in order."""
-    return [(e["protocol"], e["address"], e["port"]) for e in delivery.trace
-            if e["event"] == "attempt"]
 
 
 def crlf(message: bytes) -> bytes:

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clientkit import (
+
+from tests.clientkit import (
     QMTP_SINK_ACCEPTED,
     QmtpArrival,
     ScriptedServer,
@@ -23,7 +24,6 @@ from clientkit import (
     fold,
     qmtp_sink,
 )
-
 from tests.deliverykit import (
     MESSAGE,
     SENDER,

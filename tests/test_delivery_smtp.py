@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clientkit import (
+
+from tests.clientkit import (
     SINK_ACCEPTED,
     Peer,
     PostfixServer,
@@ -29,7 +30,6 @@ from clientkit import (
     make_home,
     postfix_binaries,
 )
-
 from tests.deliverykit import (
     MESSAGE,
     PATH_WITHOUT_CLIENTS,

@@ -7,7 +7,8 @@ import os
 import time
 
 import pytest
-from clientkit import (
+
+from tests.clientkit import (
     Peer,
     converse,
     fold,

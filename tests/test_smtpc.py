@@ -10,7 +10,8 @@ import sys
 import time
 
 import pytest
-from clientkit import (
+
+from tests.clientkit import (
     Peer,
     PostfixServer,
     converse,

@@ -444,7 +444,7 @@ def main() -> int:
         (home / "control").mkdir(parents=True)
         (home / "control" / "protocols").write_text(PROTOCOLS)
         (home / "control" / "me").write_text("me.bench.test\n")
-        print(f"{sys.executable} (CPython {sys.version.split()[0]}), {os.cpu_count()} cores,"
+        print(f"CPython {sys.version.split()[0]}, {os.cpu_count()} cores,"
               f" load average at start {os.getloadavg()[0]:.1f}\n")
         for line in bench_client_alone(runs, home, tmp):
             print(line, flush=True)

@@ -243,7 +243,7 @@ def main() -> int:
 
     smtp_bare = median_cpu("SMTP clear, no TLS client (smtp:25:0:N:N)")
     qmtp_bare = median_cpu("QMTP clear")
-    print(f"\n{runs} runs each, {sys.executable}, {os.cpu_count()} cores\n")
+    print(f"\n{runs} runs each, CPython {sys.version.split()[0]}, {os.cpu_count()} cores\n")
     print(
         "| delivery (small message) | CPU ms, median (p10..p90) | wall ms, median (p10..p90)"
         " | CPU beyond the same protocol without a TLS client |"

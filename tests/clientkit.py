@@ -23,6 +23,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from tests.remotekit import AcceptLoop
+
 CLIENT_MODULES = {
     "mxf-remote-smtpc": "mxf_remote.clients.smtp",
     "mxf-remote-qmtpc": "mxf_remote.clients.qmtp",
@@ -620,7 +622,7 @@ class SmtpSink:
         self._controllers.clear()
 
 
-class ScriptedServer:
+class ScriptedServer(AcceptLoop):
     """Listening sockets whose connections are served, one at a time, by a script.
 
     ``script(peer, (address, port))`` runs in the server's thread for each accepted
@@ -628,59 +630,27 @@ class ScriptedServer:
     the first thing a script raised.
     """
 
-    def __init__(self, script: Callable[[Peer, tuple[str, int]], None]) -> None:
-        import selectors
+    thread_name = "scripted-server"
 
+    def __init__(self, script: Callable[[Peer, tuple[str, int]], None]) -> None:
         self._script = script
-        self._selector = selectors.DefaultSelector()
-        self._sockets: list[socket.socket] = []
         self.accepted: list[tuple[str, int]] = []
         self.errors: list[BaseException] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="scripted-server",
-                                        daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def listen(self, address: str, port: int) -> None:
-        """Start listening on ``address``:``port``."""
-        import selectors
-
-        from tests.infra.netns import listen_tcp
-
-        sock = listen_tcp(address, port)
-        sock.setblocking(False)
-        self._sockets.append(sock)
-        self._selector.register(sock, selectors.EVENT_READ, (address, port))
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            for key, _ in self._selector.select(0.05):
-                try:
-                    conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
-                except OSError:
-                    continue
-                self.accepted.append(key.data)
-                with conn:
-                    conn.setblocking(True)
-                    conn.settimeout(30)
-                    try:
-                        self._script(Peer(conn, lambda _: None), key.data)
-                    except BaseException as error:  # re-raised by check()
-                        self.errors.append(error)
+    def handle(self, conn: socket.socket, where: tuple[str, int]) -> None:
+        """Run the script on the connection; what it raises is kept for ``check()``."""
+        self.accepted.append(where)
+        conn.settimeout(30)
+        try:
+            self._script(Peer(conn, lambda _: None), where)
+        except BaseException as error:  # re-raised by check()
+            self.errors.append(error)
 
     def check(self) -> None:
         """Raise the first error a script raised."""
         if self.errors:
             raise self.errors[0]
-
-    def close(self) -> None:
-        """Stop serving and close every socket."""
-        self._stop.set()
-        self._thread.join(30)
-        for sock in self._sockets:
-            self._selector.unregister(sock)
-            sock.close()
-        self._selector.close()
 
 
 @dataclass

@@ -171,19 +171,17 @@ def run_remote(
     return Delivery(done.stdout, done.stderr, done.returncode, seconds, record, signals, trace)
 
 
-class Listeners:
-    """Listening sockets that greet each connection: read a line, answer, close.
+class AcceptLoop:
+    """Listening sockets whose connections one thread serves, one at a time, by ``handle``."""
 
-    One thread serves them all; ``accepted`` counts connections per (address, port).
-    """
+    thread_name = "accept-loop"
+    join_seconds = 30.0
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._sockets: list[socket.socket] = []
-        self.accepted: dict[tuple[str, int], int] = {}
-        self.heard: list[bytes] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="listeners", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=self.thread_name, daemon=True)
         self._thread.start()
 
     def listen(self, address: str, port: int) -> None:
@@ -193,6 +191,10 @@ class Listeners:
         self._sockets.append(sock)
         self._selector.register(sock, selectors.EVENT_READ, (address, port))
 
+    def handle(self, conn: socket.socket, where: tuple[str, int]) -> None:
+        """Serve one accepted connection (blocking); it is closed afterwards."""
+        raise NotImplementedError
+
     def _serve(self) -> None:
         while not self._stop.is_set():
             for key, _ in self._selector.select(0.05):
@@ -200,12 +202,40 @@ class Listeners:
                     conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
                 except OSError:
                     continue
-                self.accepted[key.data] = self.accepted.get(key.data, 0) + 1
                 with conn:
-                    self._greet(conn)
+                    conn.setblocking(True)
+                    self.handle(conn, key.data)
+
+    def close(self) -> None:
+        """Stop serving and close every socket."""
+        self._stop.set()
+        self._thread.join(self.join_seconds)
+        for sock in self._sockets:
+            self._selector.unregister(sock)
+            sock.close()
+        self._selector.close()
+
+
+class Listeners(AcceptLoop):
+    """Listening sockets that greet each connection: read a line, answer, close.
+
+    One thread serves them all; ``accepted`` counts connections per (address, port).
+    """
+
+    thread_name = "listeners"
+    join_seconds = 5.0
+
+    def __init__(self) -> None:
+        self.accepted: dict[tuple[str, int], int] = {}
+        self.heard: list[bytes] = []
+        super().__init__()
+
+    def handle(self, conn: socket.socket, where: tuple[str, int]) -> None:
+        """Count the connection, read a line, answer with the greeting."""
+        self.accepted[where] = self.accepted.get(where, 0) + 1
+        self._greet(conn)
 
     def _greet(self, conn: socket.socket) -> None:
-        conn.setblocking(True)
         conn.settimeout(5)
         heard = b""
         try:
@@ -218,12 +248,3 @@ class Listeners:
             conn.sendall(SERVER_GREETING)
         except OSError:
             return
-
-    def close(self) -> None:
-        """Stop serving and close every socket."""
-        self._stop.set()
-        self._thread.join(5)
-        for sock in self._sockets:
-            self._selector.unregister(sock)
-            sock.close()
-        self._selector.close()

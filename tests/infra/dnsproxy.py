@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import NamedTuple
 
 from . import dnswire
@@ -222,18 +221,6 @@ class DnsProxy(ServesDns):
         return None
 
     # -- lifecycle ----------------------------------------------------------------------
-    def __enter__(self) -> DnsProxy:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Bind UDP and TCP sockets on a common free port and start the server thread."""
         if self._selector is not None:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from . import dnswire
 
@@ -125,6 +126,26 @@ class ServesDns:
     listen: list[str]
     port: int
 
+    def start(self) -> None:
+        """Start serving."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop serving and release everything."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
     @property
     def nameservers(self) -> list[str]:
         """c-ares style server list: ["127.0.0.1:PORT", "[::1]:PORT"]."""
@@ -193,18 +214,6 @@ class KnotServer(ServesDns):
         return self._stderr_path.read_text(errors="replace")
 
     # -- lifecycle ----------------------------------------------------------------------
-    def __enter__(self) -> KnotServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Write the config, start knotd and wait until every zone answers."""
         if self._proc is not None:

@@ -465,6 +465,93 @@ class TestEnvelope:
         assert mails == [b"MAIL FROM:<#@[]>\r\n", b"MAIL FROM:<>\r\n"]
 
 
+class TestQuoting:
+    """Addresses go on the wire as qmail-remote's addrmangle writes them (contract §2.2)."""
+
+    def test_hostile_addresses_are_quoted_on_the_wire(self, home: str) -> None:
+        """Spaces, <, >, quotes and backslashes stay inside the path: exact MAIL/RCPT bytes."""
+        seen: list[bytes] = []
+
+        def script(peer: Peer) -> None:
+            greet(peer, "PIPELINING")
+            for _ in range(5):
+                seen.append(peer.line() or b"")
+            peer.reply("250 ok", "250 ok", "250 ok", "250 ok", "354 go")
+            assert peer.read_data() is not None
+            peer.reply("250 ok")
+            peer.expect(b"QUIT")
+
+        args = [
+            "example.org",
+            "john doe@x.org",
+            "a> NOTIFY=NEVER ORCPT=rfc822;x@example.org",
+            'x"y\\z@example.org',
+            "a..b@b@example.org",
+        ]
+        result, _ = smtpc(script, home, args=args)
+        assert seen == [
+            b'MAIL FROM:<"john doe"@x.org>\r\n',
+            b'RCPT TO:<"a> NOTIFY=NEVER ORCPT=rfc822;x"@example.org>\r\n',
+            b'RCPT TO:<"x\\"y\\\\z"@example.org>\r\n',
+            b'RCPT TO:<"a..b@b"@example.org>\r\n',
+            b"DATA\r\n",
+        ]
+        assert reports_of(result.output)[-1].startswith(b"K127.0.0.1 accepted message.")
+
+    def test_eight_bit_local_part_is_quoted(self, home: str) -> None:
+        """An 8-bit local part is quoted, its bytes as they are (qmail-remote does the same)."""
+        seen: list[bytes] = []
+
+        def script(peer: Peer) -> None:
+            greet(peer)
+            seen.append(peer.line() or b"")
+            peer.reply("250 ok")
+            seen.append(peer.line() or b"")
+            peer.reply("550 no")
+            peer.expect(b"QUIT")
+
+        args = ["example.org", "alice@example.org", os.fsdecode(b"caf\xc3\xa9@example.org")]
+        smtpc(script, home, args=args)
+        assert seen[1] == b'RCPT TO:<"caf\xc3\xa9"@example.org>\r\n'
+
+    def test_sender_domain_that_would_end_the_path_is_never_sent(self, home: str) -> None:
+        """A sender domain with '> ' (queued from <a@"b> X=1">) is D #5.1.7, nothing sent."""
+
+        def script(peer: Peer) -> None:
+            assert peer.read_to_eof() == b""
+
+        result, _ = smtpc(script, home, args=["example.org", "a@b> RET=HDRS", "bob@example.org"])
+        assert result.output == (
+            b"DSorry, the sender address has a domain that cannot be written in an SMTP "
+            b"command. (#5.1.7)\n\0"
+        )
+
+    def test_recipient_domain_that_would_end_the_path_is_not_sent(self, home: str) -> None:
+        """Such a recipient gets h in its turn; the others are delivered."""
+        seen: list[bytes] = []
+
+        def script(peer: Peer) -> None:
+            greet(peer)
+            peer.expect(b"MAIL FROM:<alice@example.org>")
+            peer.reply("250 ok")
+            seen.append(peer.line() or b"")
+            peer.reply("250 ok")
+            peer.expect(b"DATA")
+            peer.reply("354 go")
+            assert peer.read_data() is not None
+            peer.reply("250 ok")
+            peer.expect(b"QUIT")
+
+        args = ["example.org", "alice@example.org", "x@example.org> NOTIFY=NEVER", "ok@x.org"]
+        result, _ = smtpc(script, home, args=args)
+        assert seen == [b"RCPT TO:<ok@x.org>\r\n"]
+        assert reports_of(result.output)[:2] == [
+            b"hSorry, the recipient address has a domain that cannot be written in an SMTP "
+            b"command. (#5.1.3)\n\0",
+            b"r\0",
+        ]
+
+
 def deliver_until_data(peer: Peer) -> None:
     """Greeting to DATA's 354, everything accepted."""
     greet(peer)
@@ -843,6 +930,20 @@ class TestAiosmtpd:
         assert len(sink.envelopes) == 1
         assert sink.envelopes[0][2] == message.replace(b"\n", b"\r\n")
 
+    def test_quoted_addresses_are_accepted_and_stored(self, aiosmtpd_server, home: str) -> None:
+        """A recipient that used to inject a parameter (555, then a bounce) is delivered."""
+        sink, port = aiosmtpd_server
+        sink.envelopes.clear()
+        args = ["example.org", "john doe@x.org", "postmaster> XFOO=1@example.org"]
+        result = deliver_to(port, args, MESSAGE, home)
+        assert reports_of(result.output) == [
+            b"r\0",
+            b"K127.0.0.1 accepted message.\nRemote host said: 250 2.0.0 OK queued\n\0",
+        ]
+        assert [(mail, rcpts) for mail, rcpts, _, _ in sink.envelopes] == [
+            ('"john doe"@x.org', ['"postmaster> XFOO=1"@example.org'])
+        ]
+
     def test_partial_final_line_delivers_nothing(self, aiosmtpd_server, home: str) -> None:
         """A message without its final LF is bounced and never reaches the server."""
         sink, port = aiosmtpd_server
@@ -898,6 +999,20 @@ class TestPostfix:
         received, _, stored = content.partition(b"\nFrom: ")
         assert received.startswith(b"Received: from me.example (localhost [127.0.0.1])")
         assert b"From: " + stored == message
+
+    def test_quoted_recipient_is_stored_unquoted(
+        self, postfix_server: PostfixServer, home: str
+    ) -> None:
+        """Postfix takes the quoted local part and stores the address qmail had queued."""
+        args = ["example.org", "john doe@x.org", "a> NOTIFY=NEVER@example.org"]
+        result = deliver_to(postfix_server.port, args, MESSAGE, home)
+        reports = reports_of(result.output)
+        assert reports[0] == b"r\0"
+        queue_id = reports[1].split(b"queued as ")[1].rstrip(b"\n\0").decode()
+        envelope, _ = postfix_server.held(queue_id)
+        assert "sender: john doe@x.org\n" in envelope
+        assert "recipient: a> NOTIFY=NEVER@example.org\n" in envelope
+        assert "notify_flags" not in envelope.lower() or "notify_flags: 0" in envelope.lower()
 
     def test_rejected_recipient(self, postfix_server: PostfixServer, home: str) -> None:
         """A recipient Postfix refuses (not fully qualified) is h, and the message D."""

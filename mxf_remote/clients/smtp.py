@@ -60,6 +60,7 @@ from mxf_remote.clients.common import (
     remote_ip,
     run_guarded,
 )
+from mxf_remote.clients.envelope import path_problem, smtp_path
 from mxf_remote.clients.fdio import Connection, ConnectionDied, LineTooLong, read_until_eof
 from mxf_remote.clients.message import Message, MessageUnreadable, SmtpDataEncoder
 
@@ -313,22 +314,25 @@ class SmtpSession:
                 parameters += b" SIZE=%d" % self.message.smtp_size_estimate(lines)
             if b"8BITMIME" in keywords and eight_bit:
                 parameters += b" BODY=8BITMIME"
-        return b"MAIL FROM:<" + self.sender + b">" + parameters + b"\r\n"
+        return b"MAIL FROM:<" + smtp_path(self.sender) + b">" + parameters + b"\r\n"
 
     def _envelope(self, mail: bytes, *, pipelining: bool) -> None:
         """MAIL, RCPTs, DATA -- one at a time, or pipelined in groups.
 
-        A recipient with CR or LF is never sent (it would smuggle commands); it gets an
-        ``h`` report in its turn, as if the server had refused it.
+        A recipient that cannot be written into a command (``envelope.path_problem``: CR
+        or LF, or a domain that would end the path) is never sent; it gets an ``h``
+        report in its turn, as if the server had refused it.
         """
         steps: list[tuple[str, bytes]] = [("MAIL", mail)]
+        """Each step's kind and its command (for ``BAD``, why nothing is sent)."""
         for recipient in self.recipients:
-            if b"\r" in recipient or b"\n" in recipient:
-                steps.append(("BAD", b""))
+            problem = path_problem(recipient)
+            if problem is not None:
+                steps.append(("BAD", problem.encode()))
             else:
-                steps.append(("RCPT", b"RCPT TO:<" + recipient + b">\r\n"))
+                steps.append(("RCPT", b"RCPT TO:<" + smtp_path(recipient) + b">\r\n"))
         if not any(kind == "RCPT" for kind, _ in steps):
-            self.reports.extend(reports.bad_recipient() for _ in self.recipients)
+            self.reports.extend(reports.bad_recipient(why.decode()) for _, why in steps[1:])
             self._quit(reports.giving_up(self.ip))
         steps.append(("DATA", b"DATA\r\n"))
         group_size = PIPELINE_GROUP if pipelining else 1
@@ -338,11 +342,11 @@ class SmtpSession:
             start += len(group)
             if group[0][0] == "DATA" and not self.accepted:
                 self._quit(reports.giving_up(self.ip))  # qmail-remote sends no DATA then
-            self.connection.write(b"".join(command for _, command in group))
-            for kind, _ in group:
-                self._answer(kind)
+            self.connection.write(b"".join(command for kind, command in group if kind != "BAD"))
+            for kind, detail in group:
+                self._answer(kind, detail)
 
-    def _answer(self, kind: str) -> None:
+    def _answer(self, kind: str, detail: bytes) -> None:
         """Read and judge the reply to one envelope step (none for a BAD recipient)."""
         if kind == "MAIL":
             reply = self._reply()
@@ -350,7 +354,7 @@ class SmtpSession:
                 letter = "D" if reply.code >= 500 else "Z"
                 self._quit(reports.sender_rejected(letter, self.ip, reply.text))
         elif kind == "BAD":
-            self.reports.append(reports.bad_recipient())
+            self.reports.append(reports.bad_recipient(detail.decode()))
         elif kind == "RCPT":
             self.reports.append(self._recipient_report(self._reply()))
         else:
@@ -408,8 +412,9 @@ def deliver(argv: list[str]) -> bytes:
         return reports.unreadable_message()
     if partial:
         return reports.partial_final_line()
-    if b"\r" in sender or b"\n" in sender:
-        return reports.bad_sender()
+    problem = path_problem(sender)
+    if problem is not None:
+        return reports.bad_sender(problem)
     connection = Connection(NETWORK_READ_FD, NETWORK_WRITE_FD, timeout)
     session = SmtpSession(
         connection,

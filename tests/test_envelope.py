@@ -1,0 +1,192 @@
+"""Envelope quoting (clients/envelope.py) against a transliteration of qmail's quote.c."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mxf_remote.clients.envelope import (
+    BAD_DOMAIN,
+    CR_OR_LF,
+    path_problem,
+    quote,
+    quote_need,
+    smtp_path,
+)
+
+# quote.c's table, row by row as notqmail spells it (0 = must quote, 7 = fine).
+QUOTE_C_OK = [
+    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+    0,7,0,7,7,7,7,7,0,0,7,7,0,7,7,7, 7,7,7,7,7,7,7,7,7,7,0,0,0,7,0,7,
+    0,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7, 7,7,7,7,7,7,7,7,7,7,7,0,0,0,7,7,
+    7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7, 7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,0,
+]  # fmt: skip
+
+
+def c_quote_need(s: bytes) -> bool:
+    """quote.c ``quote_need``, line by line."""
+    n = len(s)
+    if not n:
+        return True
+    for i in range(n):
+        uch = s[i]
+        if uch >= 128:
+            return True
+        if not QUOTE_C_OK[uch]:
+            return True
+    if s[0] == ord("."):
+        return True
+    if s[n - 1] == ord("."):
+        return True
+    return any(s[i] == ord(".") and s[i + 1] == ord(".") for i in range(n - 1))
+
+
+def c_doit(s: bytes) -> bytes:
+    """quote.c ``doit``."""
+    out = bytearray(b'"')
+    for ch in s:
+        if ch in (ord("\r"), ord("\n"), ord('"'), ord("\\")):
+            out.append(ord("\\"))
+        out.append(ch)
+    out.append(ord('"'))
+    return bytes(out)
+
+
+def c_addrmangle(s: bytes) -> bytes:
+    """qmail-remote.c ``addrmangle`` (notqmail): the last @ splits; no @ is copied raw."""
+    j = s.rfind(b"@")
+    if j < 0:
+        return s
+    box = s[:j]
+    return (c_doit(box) if c_quote_need(box) else box) + b"@" + s[j + 1 :]
+
+
+TABLE = [
+    # (queued address, on the wire between < and >)
+    (b"alice@example.org", b"alice@example.org"),
+    (b"john doe@x.org", b'"john doe"@x.org'),
+    (b"a> NOTIFY=NEVER@x", b'"a> NOTIFY=NEVER"@x'),
+    (
+        b"a> NOTIFY=NEVER ORCPT=rfc822;x@example.org",
+        b'"a> NOTIFY=NEVER ORCPT=rfc822;x"@example.org',
+    ),
+    (b"postmaster> XFOO=1@example.org", b'"postmaster> XFOO=1"@example.org'),
+    (b'x"y\\z@x', b'"x\\"y\\\\z"@x'),
+    (b".a@x", b'".a"@x'),
+    (b"a.@x", b'"a."@x'),
+    (b"a..b@x", b'"a..b"@x'),
+    (b"a.b.c@x", b"a.b.c@x"),
+    (b"@x", b'""@x'),
+    (b"a@b@x", b'"a@b"@x'),
+    (b"caf\xc3\xa9@x", b'"caf\xc3\xa9"@x'),
+    (b"\x7f@x", b'"\x7f"@x'),
+    (b"a\tb@x", b'"a\tb"@x'),
+    (b"a\x00b@x", b'"a\x00b"@x'),
+    (b"!#$%&'*+-/=?^_`{|}~@x", b"!#$%&'*+-/=?^_`{|}~@x"),
+    (b"#@[]", b"#@[]"),
+    (b"a@[IPv6:::1]", b"a@[IPv6:::1]"),
+    (b"a@caf\xc3\xa9.example", b"a@caf\xc3\xa9.example"),
+    (b"postmaster", b"postmaster"),
+]
+SPECIALS = b' "(),:;<>@[\\]'
+
+
+class TestQuoteNeed:
+    """quote_need is quote.c's, byte for byte."""
+
+    @pytest.mark.parametrize("byte", range(256))
+    def test_every_single_byte(self, byte: int) -> None:
+        """Each byte alone, and inside a word, needs quoting exactly when quote.c says so."""
+        for local in (bytes([byte]), b"a" + bytes([byte]) + b"b"):
+            assert quote_need(local) == c_quote_need(local)
+
+    @pytest.mark.parametrize("special", list(SPECIALS))
+    def test_specials_force_quoting(self, special: int) -> None:
+        """Space and each of "(),:;<>@[\\] force quotes."""
+        assert quote_need(b"a" + bytes([special]))
+
+    @pytest.mark.parametrize(
+        "local", [b"", b".", b".a", b"a.", b"a..b", b"\x80", b"\xff", b"\x7f", b"\x01"]
+    )
+    def test_odd_locals_are_quoted(self, local: bytes) -> None:
+        """Empty, leading/trailing/double dots, 8-bit bytes, DEL and controls are quoted."""
+        assert quote_need(local)
+
+    def test_plain_atoms_are_not_quoted(self) -> None:
+        """An ordinary dot-atom goes out as it is."""
+        assert quote(b"first.last+tag") == b"first.last+tag"
+
+    @given(st.binary(max_size=40))
+    def test_quote_matches_quote_c(self, local: bytes) -> None:
+        """For any local part, quote() is quote.c's quote()."""
+        expected = c_doit(local) if c_quote_need(local) else local
+        assert quote(local) == expected
+
+
+class TestSmtpPath:
+    """addrmangle: what goes between < and >."""
+
+    @pytest.mark.parametrize(("address", "wire"), TABLE)
+    def test_table(self, address: bytes, wire: bytes) -> None:
+        """Each queued address becomes exactly these wire bytes."""
+        assert smtp_path(address) == wire
+
+    @given(st.binary(max_size=30), st.binary(max_size=12).filter(lambda d: b"@" not in d))
+    def test_with_at_is_qmail_remote_byte_for_byte(self, local: bytes, domain: bytes) -> None:
+        """Every address with an @ goes out exactly as qmail-remote sends it."""
+        address = local + b"@" + domain
+        assert smtp_path(address) == c_addrmangle(address)
+
+    def test_without_at_is_quoted_where_qmail_remote_is_unsafe(self) -> None:
+        """No @: quoted by the same rule (qmail-remote sends it raw)."""
+        assert smtp_path(b"john doe") == b'"john doe"'
+        assert smtp_path(b"a>X=1") == b'"a>X=1"'
+        assert c_addrmangle(b"john doe") == b"john doe"
+
+    def test_empty_address_stays_empty(self) -> None:
+        """The null sender is <>, never <"">."""
+        assert smtp_path(b"") == b""
+
+    @given(st.binary(max_size=40))
+    def test_a_sendable_path_never_leaves_the_brackets(self, address: bytes) -> None:
+        """Whatever the address, a sendable one cannot end the path or add a parameter."""
+        if path_problem(address) is not None:
+            return
+        wire = smtp_path(address)
+        outside_quotes = bytearray()
+        quoted = escaped = False
+        for byte in wire:
+            if escaped:
+                escaped = False
+            elif quoted and byte == ord("\\"):
+                escaped = True
+            elif byte == ord('"'):
+                quoted = not quoted
+            elif not quoted:
+                outside_quotes.append(byte)
+        assert not quoted
+        assert not any(b in b"<> \r\n" or b < 32 for b in outside_quotes)
+
+
+class TestPathProblem:
+    """Addresses that are never sent at all."""
+
+    @pytest.mark.parametrize("address", [b"a\r@x", b"a@x\n", b"a\r\nRSET", b"\n"])
+    def test_cr_or_lf(self, address: bytes) -> None:
+        """CR or LF anywhere: never sent."""
+        assert path_problem(address) == CR_OR_LF
+
+    @pytest.mark.parametrize(
+        "address", [b"a@b> X=1", b"a@b c", b"a@b<", b"a@\x00", b"a@b\t", b"a@b\x7f"]
+    )
+    def test_domain_that_ends_the_path(self, address: bytes) -> None:
+        """A domain with a control byte, space, DEL, < or > cannot be written."""
+        assert path_problem(address) == BAD_DOMAIN
+
+    @pytest.mark.parametrize(
+        "address", [b"", b"a b@x", b"a>b@x", b"x", b"a@[IPv6:::1]", b"a@caf\xc3\xa9", b"@"]
+    )
+    def test_sendable(self, address: bytes) -> None:
+        """Hostile local parts are quoted, not refused; 8-bit domains go as they are."""
+        assert path_problem(address) is None

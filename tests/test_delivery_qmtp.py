@@ -222,8 +222,10 @@ class TestQmtpOutcomes:
                 id="D-is-a-bounce",
             ),
             pytest.param(
-                "garbage", b"ZRecipient did not talk proper QMTP. (#4.3.0)\n\0",
-                b"ZRecipient did not talk proper QMTP. (#4.3.0)\n", id="not-QMTP-is-a-deferral",
+                "garbage",
+                b"ZRecipient did not talk proper QMTP. Possible duplicate! (#4.3.0)\n\0",
+                b"ZRecipient did not talk proper QMTP. Possible duplicate! (#4.3.0)\n",
+                id="not-QMTP-is-a-deferral",
             ),
         ],
     )

@@ -152,7 +152,7 @@ class TestResponses:
         assert result.output == b"r\0K127.0.0.1 accepted message.\n\0"
 
 
-NOT_QMTP = b"ZRecipient did not talk proper QMTP. (#4.3.0)\n\0"
+NOT_QMTP = b"ZRecipient did not talk proper QMTP. Possible duplicate! (#4.3.0)\n\0"
 
 
 class TestFailures:
@@ -169,10 +169,12 @@ class TestFailures:
             b":Kok,",
             b"99999999999:K",
             b"100000:K",
+            b"5:Kok 1;",
+            b"70000:K" + b"x" * 69999 + b",",
         ],
     )
     def test_malformed_answer(self, home: str, raw: bytes) -> None:
-        """Anything but a netstring starting with K, Z or D is not proper QMTP."""
+        """A malformed answer to a complete package: Z, Possible duplicate!"""
 
         def script(peer: Peer) -> None:
             read_qmtp_package(peer)
@@ -194,6 +196,18 @@ class TestFailures:
 
         result, _ = qmtpc(script, home, args=["example.org", "a@x", "r1@y", "r2@y"])
         assert result.output == b"r\0" + NOT_QMTP
+
+    def test_malformed_answer_before_the_package_is_complete(self, home: str) -> None:
+        """Garbage, then a hang-up while the package is still going out: no duplicate."""
+
+        def script(peer: Peer) -> None:
+            peer.read_exact(100)
+            with contextlib.suppress(OSError):
+                peer.send(b"hello\r\n")
+            peer.close()
+
+        result, _ = qmtpc(script, home, message=b"x" * 5_000_000 + b"\n")
+        assert result.output == b"ZConnected to 127.0.0.1 but connection died. (#4.4.2)\n\0"
 
     def test_closed_before_package_read(self, home: str) -> None:
         """A server that hangs up at once: connection died, no duplicate warning."""

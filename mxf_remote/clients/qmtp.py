@@ -26,9 +26,10 @@ TEXT is the description after the letter, bytes below 32 or above 126 as ``?``.
 
 Failures: an answer that is not a netstring, is longer than 64 KiB, or does not start
 with K, Z or D is ``ZRecipient did not talk proper QMTP. (#4.3.0)``; a connection that
-dies or stalls for ``timeoutremote`` is qmail-remote's ``connection died`` -- with
+dies or stalls for ``timeoutremote`` is qmail-remote's ``connection died``.  Both say
 ``Possible duplicate!`` once the whole package is out, since the server may have taken
-the message.  Reports already earned by earlier recipients are printed first.
+the message (we read no answer before that).  Reports already earned by earlier
+recipients are printed first.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class QmtpSession:
         except ConnectionDied:
             report = reports.connection_died(self.ip, critical=self.critical)
         except NotQmtp:
-            report = reports.not_qmtp()
+            report = reports.not_qmtp(critical=self.critical)
         except MessageUnreadable:
             report = reports.unreadable_message()
         return b"".join(self.reports) + report

@@ -17,11 +17,13 @@ Texts of our own, where qmail-remote has none (the wording follows its style):
   reply that is not SMTP (no three-digit code, a line over 64 KiB, an endless reply);
   after the final dot ``... proper SMTP. Possible duplicate! (#4.5.0)``.
 * ``ZRecipient did not talk proper QMTP. (#4.3.0)`` (spec §9; s/qmail's text plus the
-  period the spec adds).
+  period the spec adds); once the whole package is out, ``... proper QMTP. Possible
+  duplicate! (#4.3.0)``, as SMTP after the final dot.
 * ``ZNo network connection on descriptors 6 and 7. (#4.3.0)``: the client was not run
   under a UCSPI client.
 * ``Zmxf-remote-smtpc internal error: TYPE: MESSAGE (#4.3.0)`` (spec §7).
-* sender / recipient containing CR or LF: never sent (it would inject commands).
+* sender / recipient containing CR or LF, or with a domain that would end the path
+  (``envelope.path_problem``): never sent (it would inject commands).
 * STARTTLS (UCSPI-TLS): ``ZConnected to <ip> but STARTTLS was refused.`` with the
   server's reply; ``ZTLS handshake with <ip> failed after STARTTLS. (#4.4.2)`` when the
   server said 220 but no TLS session came of it (we never fall back to clear text then);
@@ -187,26 +189,27 @@ def tls_unusable() -> bytes:
     )
 
 
-def bad_sender() -> bytes:
-    """The sender contains CR or LF: it cannot be put in a MAIL command."""
-    return report_bytes(
-        "D", b"Sorry, the sender address contains a carriage return or line feed. (#5.1.7)\n"
-    )
+def bad_sender(problem: str) -> bytes:
+    """The sender cannot be put in a MAIL command; ``problem`` says why (``envelope``)."""
+    return report_bytes("D", f"Sorry, the sender address {problem}. (#5.1.7)\n".encode())
 
 
-def bad_recipient() -> bytes:
-    """A recipient contains CR or LF: it cannot be put in a RCPT command."""
-    return report_bytes(
-        "h", b"Sorry, the recipient address contains a carriage return or line feed. (#5.1.3)\n"
-    )
+def bad_recipient(problem: str) -> bytes:
+    """A recipient cannot be put in a RCPT command; ``problem`` says why (``envelope``)."""
+    return report_bytes("h", f"Sorry, the recipient address {problem}. (#5.1.3)\n".encode())
 
 
 # -- QMTP -----------------------------------------------------------------------------
 
 
-def not_qmtp() -> bytes:
-    """A response that is not a netstring starting with K, Z or D."""
-    return report_bytes("Z", b"Recipient did not talk proper QMTP. (#4.3.0)\n")
+def not_qmtp(*, critical: bool) -> bytes:
+    """A response that is not a netstring starting with K, Z or D.
+
+    ``critical`` once the whole package is out: the server may have taken the message,
+    as after SMTP's final dot.
+    """
+    duplicate = b"Possible duplicate! " if critical else b""
+    return report_bytes("Z", b"Recipient did not talk proper QMTP. " + duplicate + b"(#4.3.0)\n")
 
 
 def qmtp_text(description: bytes) -> bytes:

@@ -24,7 +24,17 @@ The rules, each small on its own:
   millisecond late.
 * **One budget.**  ``timeoutconnect`` counts from the first start and covers the whole
   race (qmail gives it to each address).  When it passes, or when every known attempt has
-  failed and resolution is over, the race is lost.
+  failed and resolution is over, the race is lost -- unless a connection is parked for
+  the self-check (next rule).
+* **Only closer exchangers win.**  A connection to an MX (or implicit-MX) exchanger is
+  parked until every exchanger at least as good is known not to be this machine
+  (``plan.self_check_verdict``), and closed if one of them is.  When the budget passes
+  while connections are parked, the lookups they still wait for count as temporary
+  failures, as in qmail-remote, where an MX target whose A lookup soft-fails is skipped
+  and the next one gets the message: the earliest parked connection that no known
+  address forbids wins then, at the deadline (traced as ``attempt_won`` with
+  ``at_deadline``), instead of being closed for a ``#4.4.1``.  One that the self-check
+  forbids (a better exchanger is known to be us) is closed, before the deadline or at it.
 * **Exactly one winner.**  The first handshake to complete wins; every other socket is
   closed, including one that completes in the same loop iteration as the winner
   (aiohappyeyeballs learnt this the hard way; its PR 143).
@@ -149,11 +159,12 @@ class Race:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            self._settle_parked()
+            deadline = None if self._first_start is None else self._first_start + self._timeout
+            out_of_time = deadline is not None and now >= deadline
+            self._settle_parked(out_of_time)
             if self._winner is not None:
                 return self._winner
-            deadline = None if self._first_start is None else self._first_start + self._timeout
-            if deadline is not None and now >= deadline:
+            if out_of_time:
                 self._trace.event("race_timeout")
                 return Lost(frozenset(self._started), tuple(self._failures), timed_out=True)
             candidate, behind_waiting = first_unstarted(self._plan(), self._started)
@@ -186,19 +197,29 @@ class Race:
             if timer is not None:
                 timer.cancel()
 
-    def _settle_parked(self) -> None:
-        """Connections wait here until the self-check allows or forbids them to win."""
+    def _settle_parked(self, out_of_time: bool = False) -> None:
+        """Connections wait here until the self-check allows or forbids them to win.
+
+        ``out_of_time``: the budget is spent, so the lookups the self-check still waits
+        for count as temporary failures, and the earliest connection not forbidden wins.
+        """
         waiting: list[Won] = []
         for parked in self._parked:
             verdict = self._may_win(parked.attempt) if self._winner is None else False
             where = {"address": parked.attempt.address, "port": parked.attempt.port}
+            unresolved = verdict is None
+            if unresolved and out_of_time:
+                verdict = True
             if verdict is None:
                 if not waiting:
                     self._trace.event("attempt_waits_for_self_check", **where)
                 waiting.append(parked)
             elif verdict:
                 self._winner = parked
-                self._trace.event("attempt_won", protocol=parked.attempt.protocol.service, **where)
+                why = {"at_deadline": True} if unresolved else {}
+                self._trace.event(
+                    "attempt_won", protocol=parked.attempt.protocol.service, **where, **why
+                )
             else:
                 parked.connection.close()
                 if self._winner is None:

@@ -36,6 +36,7 @@ def race(
     connector: ScriptedConnector,
     ctl: Control | None = None,
     local: frozenset[str] = frozenset(),
+    trace: Trace | None = None,
 ) -> tuple[Dispatched, float]:
     """Run resolution + race for HOST on a virtual clock; the result and the end time."""
     ctl = ctl or control()
@@ -43,8 +44,8 @@ def race(
     loop = VirtualClockLoop()
     try:
         result = loop.run_until_complete(
-            dispatch(destination, ctl, ScriptedLookup(dns), local=local, trace=Trace(),
-                     connect=connector)
+            dispatch(destination, ctl, ScriptedLookup(dns), local=local,
+                     trace=trace or Trace(), connect=connector)
         )
         return result, round(loop.time(), 6)
     finally:
@@ -209,6 +210,73 @@ class TestSelfCheck:
                                  result.outcome.started)
         assert report == WE_ARE_BEST_MX
         assert end == pytest.approx(1.0)
+
+
+class TestSelfCheckAtDeadline:
+    """At the deadline, better exchangers still being looked up count as temporary failures.
+
+    qmail-remote skips an MX target whose A lookup soft-fails and delivers to the next
+    one; so a parked connection is not thrown away when timeoutconnect ends the race.
+    """
+
+    LOCAL = frozenset({"10.9.9.9"})
+
+    @pytest.mark.parametrize("mx1_at", [5.0, SILENT], ids=["late", "never"])
+    def test_a_parked_winner_wins_at_the_deadline(self, mx1_at: float) -> None:
+        """MX 10's addresses late or never, MX 20 connected at 260 ms: MX 20 wins at 2.25 s."""
+        dns = {(HOST, "MX"): (0.0, mx((10, "mx1"), (20, "mx2"))),
+               **exchanger("mx1", "10.0.0.1", at=mx1_at), **exchanger("mx2", "10.0.0.2")}
+        connector = ScriptedConnector({("10.0.0.2", 25): (0.01, "ok")})
+        trace = Trace()
+        result, end = race(dns, connector, control(timeout=2.0), local=self.LOCAL, trace=trace)
+        assert connector.starts == [(0.25, "10.0.0.2", 25)]
+        assert isinstance(result.outcome, Won) and result.outcome.attempt.exchanger == "mx2"
+        assert end == pytest.approx(0.25 + 2.0)
+        assert [c.closed for c in connector.made] == [False]
+        won = [e for e in trace.events if e["event"] == "attempt_won"]
+        assert [(e["address"], e.get("at_deadline")) for e in won] == [("10.0.0.2", True)]
+        assert "race_timeout" not in [e["event"] for e in trace.events]
+
+    def test_the_earliest_parked_connection_wins_and_the_others_are_closed(self) -> None:
+        """MX 30 connects at 760 ms, MX 20 at 1 s, MX 10 silent: MX 30 wins at 2.25 s."""
+        dns = {(HOST, "MX"): (0.0, mx((10, "mx1"), (20, "mx2"), (30, "mx3"))),
+               **exchanger("mx1", "10.0.0.1", at=SILENT), **exchanger("mx2", "10.0.0.2"),
+               **exchanger("mx3", "10.0.0.3")}
+        connector = ScriptedConnector({("10.0.0.2", 25): (0.75, "ok"),
+                                       ("10.0.0.3", 25): (0.01, "ok")})
+        result, end = race(dns, connector, control(timeout=2.0), local=self.LOCAL)
+        assert connector.starts == [(0.25, "10.0.0.2", 25), (0.75, "10.0.0.3", 25)]
+        assert isinstance(result.outcome, Won) and result.outcome.attempt.exchanger == "mx3"
+        assert end == pytest.approx(2.25)
+        assert [(c.address, c.closed) for c in connector.made] == [("10.0.0.3", False),
+                                                                   ("10.0.0.2", True)]
+
+    def test_a_better_exchanger_found_to_be_us_before_the_deadline_still_cuts(self) -> None:
+        """MX 10 is us, known at 1 s (before the 2.25 s deadline): MX 20 is closed, #5.4.6."""
+        dns = {(HOST, "MX"): (0.0, mx((10, "mx1"), (20, "mx2"))),
+               **exchanger("mx1", "10.9.9.9", at=1.0), **exchanger("mx2", "10.0.0.2")}
+        connector = ScriptedConnector({("10.0.0.2", 25): (0.01, "ok")})
+        result, end = race(dns, connector, control(timeout=2.0), local=self.LOCAL)
+        assert isinstance(result.outcome, Lost)
+        assert [c.closed for c in connector.made] == [True]
+        report = explain_failure(Destination(HOST, (SMTP,)), result.knowledge, result.plan,
+                                 result.outcome.started)
+        assert report == WE_ARE_BEST_MX
+        assert end == pytest.approx(1.0)
+
+    def test_a_forbidden_connection_is_cut_even_while_a_better_lookup_is_out(self) -> None:
+        """MX 10 silent, MX 15 is us (known at 1 s): MX 20 is closed, #4.1.2 at 2.25 s."""
+        dns = {(HOST, "MX"): (0.0, mx((10, "mx1"), (15, "mx15"), (20, "mx2"))),
+               **exchanger("mx1", "10.0.0.1", at=SILENT), **exchanger("mx15", "10.9.9.9", at=1.0),
+               **exchanger("mx2", "10.0.0.2")}
+        connector = ScriptedConnector({("10.0.0.2", 25): (0.01, "ok")})
+        result, end = race(dns, connector, control(timeout=2.0), local=self.LOCAL)
+        assert isinstance(result.outcome, Lost) and result.outcome.timed_out
+        assert [c.closed for c in connector.made] == [True]
+        assert end == pytest.approx(2.25)
+        report = explain_failure(Destination(HOST, (SMTP,)), result.knowledge, result.plan,
+                                 result.outcome.started)
+        assert report == DNS_TEMPORARY
 
 
 class TestBudget:

@@ -428,6 +428,29 @@ class TestEnvelope:
         size = len(MESSAGE) + MESSAGE.count(b"\n")
         assert mails == [b"MAIL FROM:<alice@example.org> SIZE=%d\r\n" % size]
 
+    def test_size_counts_bare_carriage_returns(self, home: str) -> None:
+        """Bare CRs go out as CRLF: SIZE is exactly the DATA bytes less the stuffed dots."""
+        mails: list[bytes] = []
+        data: list[bytes] = []
+        message = b"Subject: cr\r\n\rone\rtwo\r\n.dot\n"
+
+        def script(peer: Peer) -> None:
+            greet(peer, "SIZE")
+            mails.append(peer.line() or b"")
+            peer.reply("250 ok")
+            peer.expect(b"RCPT TO:<bob@example.org>")
+            peer.reply("250 ok")
+            peer.expect(b"DATA")
+            peer.reply("354 go")
+            data.append(peer.read_data() or b"")
+            peer.reply("250 ok")
+            peer.expect(b"QUIT")
+
+        smtpc(script, home, message=message)
+        assert data == [b"Subject: cr\r\n\r\none\r\ntwo\r\n..dot\r\n"]
+        size = len(data[0]) - 1  # one stuffed dot
+        assert mails == [b"MAIL FROM:<alice@example.org> SIZE=%d\r\n" % size]
+
     def test_recipient_with_line_feed_is_not_sent(self, home: str) -> None:
         """A recipient containing LF gets h in its turn and never reaches the wire."""
 

@@ -76,18 +76,24 @@ class Message:
         return last not in (b"\n", b"\r")
 
     def scan(self) -> tuple[int, bool]:
-        """``(lf_count, eight_bit)``: the line count for SIZE, and whether BODY=8BITMIME."""
-        lines = 0
+        """``(smtp_size, eight_bit)``: RFC 1870 SIZE, and whether BODY=8BITMIME.
+
+        SIZE is the message in its CRLF wire form without the dot-stuffing (RFC 1870 §3):
+        the file size, plus one byte for each line end that grows to CRLF -- a bare LF
+        and a bare CR each do, an existing CRLF does not.  Counted as LFs + CRs - 2 x
+        CRLFs, with a CRLF split across two chunks counted too.  Exact, so never short.
+        """
+        line_ends = 0
+        crlf = 0
         eight_bit = False
+        last = b""
         for data in self.chunks():
-            lines += data.count(b"\n")
+            line_ends += data.count(b"\n") + data.count(b"\r")
+            crlf += data.count(b"\r\n") + (last == b"\r" and data[:1] == b"\n")
+            last = data[-1:]
             if not eight_bit and not data.isascii():
                 eight_bit = True
-        return lines, eight_bit
-
-    def smtp_size_estimate(self, lines: int) -> int:
-        """RFC 1870 SIZE: the file size plus one CR per LF (an estimate, never short)."""
-        return self.size + lines
+        return self.size + line_ends - 2 * crlf, eight_bit
 
 
 class SmtpDataEncoder:

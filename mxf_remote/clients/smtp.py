@@ -14,8 +14,8 @@ The conversation, and where we differ from qmail-remote:
    ``ZConnected to <ip> but my name was rejected.``
 3. From the EHLO keywords we use PIPELINING (RFC 2920: MAIL, the RCPTs and DATA in one
    write, in groups of at most ``PIPELINE_GROUP`` commands so that neither side can fill
-   its buffers and deadlock), SIZE (RFC 1870: the file size plus one CR per LF, an
-   estimate that is never short) and 8BITMIME (RFC 6152: ``BODY=8BITMIME`` when the
+   its buffers and deadlock), SIZE (RFC 1870: the size of the CRLF wire form, bare CRs
+   included, see ``Message.scan``) and 8BITMIME (RFC 6152: ``BODY=8BITMIME`` when the
    message has a byte above 127; without the extension, 8-bit data is sent as is, as
    qmail-remote always does).
 3a. STARTTLS (RFC 3207), only under a UCSPI-TLS client (``SSLCTLFD`` set, spec §9):
@@ -309,9 +309,9 @@ class SmtpSession:
         """``MAIL FROM:<sender>`` with SIZE and BODY when the server offers them."""
         parameters = b""
         if b"SIZE" in keywords or b"8BITMIME" in keywords:
-            lines, eight_bit = self.message.scan()
+            size, eight_bit = self.message.scan()
             if b"SIZE" in keywords:
-                parameters += b" SIZE=%d" % self.message.smtp_size_estimate(lines)
+                parameters += b" SIZE=%d" % size
             if b"8BITMIME" in keywords and eight_bit:
                 parameters += b" BODY=8BITMIME"
         return b"MAIL FROM:<" + smtp_path(self.sender) + b">" + parameters + b"\r\n"

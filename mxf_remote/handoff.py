@@ -13,7 +13,8 @@ client (tcpclient, s6-tcpclient) would give it:
   (IPv6 compressed, no brackets, as s6-tcpclient writes them); every other UCSPI or
   UCSPI-TLS variable the caller may have had is removed (``SSL_*`` included: a stale
   ``SSL_PROTOCOL`` would tell the client its connection is encrypted), so none can leak in;
-  ``MXFHOST`` and ``MXFPROTOCOL`` say which exchanger and protocol won;
+  ``MXFHOST`` and ``MXFPROTOCOL`` say which exchanger and protocol won, and
+  ``MXFTLSVERIFY=1`` that ``CAFILE`` or ``CADIR`` is set (a caller's own value is removed);
 * signals as qmail-rspawn gives them to qmail-remote: SIGPIPE ignored, every other signal
   at its default (Python itself ignores SIGXFSZ, and an embedding runtime may have set
   more), and the signal mask we inherited.
@@ -35,6 +36,10 @@ from mxf_remote.report import cannot_run
 NETWORK_READ_FD = 6
 NETWORK_WRITE_FD = 7
 
+TLS_VERIFY_VARIABLE = "MXFTLSVERIFY"
+"""Set to 1 when CAFILE or CADIR is: the TLS client verifies certificates, and a refused
+STARTTLS is then a deferral (the TLS clients hide CAFILE/CADIR from the program)."""
+
 REMOVED_VARIABLES = (
     "TCPLOCALHOST",
     "TCPREMOTEHOST",
@@ -42,6 +47,7 @@ REMOVED_VARIABLES = (
     "SSLCTLFD",
     "SSLREADFD",
     "SSLWRITEFD",
+    TLS_VERIFY_VARIABLE,
 )
 REMOVED_PREFIXES = ("TCP6", "SSL_")
 
@@ -75,6 +81,8 @@ def client_environment(
         MXFHOST=attempt.exchanger,
         MXFPROTOCOL=attempt.protocol.service,
     )
+    if environ.get("CAFILE") or environ.get("CADIR"):
+        env[TLS_VERIFY_VARIABLE] = "1"
     return env
 
 

@@ -243,6 +243,7 @@ class TestVariables:
             "PROTO": "TCP6",
             "TCPREMOTEIP": "192.0.2.9",
             "MXFHOST": "evil",
+            "MXFTLSVERIFY": "1",
         }
         delivery = run_remote(home, LITERAL, env={**NO_DNS, **stale})
         record = assert_handed_to(delivery, "127.0.6.31")
@@ -250,6 +251,15 @@ class TestVariables:
         assert isinstance(env, dict)
         leaked = {k: env[k] for k in stale if k in env and env[k] == stale[k]}
         assert leaked == {}
+
+
+    @pytest.mark.parametrize("variable", ["CAFILE", "CADIR"])
+    def test_certificate_verification_is_passed_on(self, home: QmailHome, variable: str) -> None:
+        """CAFILE or CADIR set: the client gets MXFTLSVERIFY=1 (its TLS client hides them)."""
+        delivery = run_remote(home, LITERAL, env={**NO_DNS, variable: "/nonexistent"})
+        env = assert_handed_to(delivery, "127.0.6.31")["env"]
+        assert isinstance(env, dict)
+        assert env["MXFTLSVERIFY"] == "1"
 
 
 class TestNoShell:

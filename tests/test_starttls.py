@@ -210,8 +210,37 @@ class TestScriptedPeers:
     """What real servers do not do on purpose: refusals, broken handshakes, injection."""
 
     @pytest.mark.parametrize("code", ["454 4.7.0 TLS not available", "502 5.5.1 no"])
-    def test_starttls_refused_is_deferred(self, home: str, code: str) -> None:
-        """STARTTLS refused (4xx or 5xx): Z with the server's text, QUIT, no MAIL in clear."""
+    def test_starttls_refused_goes_on_in_clear(self, home: str, code: str) -> None:
+        """Refused without certificate verification: as if not offered, delivered in clear."""
+
+        def script(peer: Peer) -> None:
+            offer_starttls(peer)
+            peer.expect(b"STARTTLS")
+            peer.reply(code)
+            peer.expect(b"MAIL FROM:<alice@example.org>")
+            peer.reply("250 ok")
+            peer.expect(b"RCPT TO:<bob@example.org>")
+            peer.reply("250 ok")
+            peer.expect(b"DATA")
+            peer.reply("354 go")
+            assert peer.read_data() == MESSAGE.replace(b"\n", b"\r\n").replace(b"\r\n.", b"\r\n..")
+            peer.reply("250 2.0.0 OK queued")
+            peer.expect(b"QUIT")
+
+        (status, output), peer = converse(script, home)
+        assert (status, output) == (0, ACCEPTED)
+        assert bytes(peer.received).count(b"EHLO") == 1
+
+    @pytest.mark.parametrize(
+        ("code", "env"),
+        [
+            ("454 4.7.0 TLS not available", {"MXFTLSVERIFY": "1"}),
+            ("502 5.5.1 no", {"MXFTLSVERIFY": "1"}),
+            ("421 4.3.2 closing", {}),
+        ],
+    )
+    def test_starttls_refused_is_deferred(self, home: str, code: str, env: dict[str, str]) -> None:
+        """Refused with verification configured, or 421: Z with the text, no MAIL in clear."""
 
         def script(peer: Peer) -> None:
             offer_starttls(peer)
@@ -220,7 +249,7 @@ class TestScriptedPeers:
             peer.expect(b"QUIT")
             assert peer.read_to_eof(TIMEOUT) == b""
 
-        (status, output), _ = converse(script, home)
+        (status, output), _ = converse(script, home, env=env)
         assert status == 0
         assert output == (
             b"ZConnected to 127.0.0.1 but STARTTLS was refused.\nRemote host said: "

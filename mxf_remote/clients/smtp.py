@@ -21,9 +21,10 @@ The conversation, and where we differ from qmail-remote:
 3a. STARTTLS (RFC 3207), only under a UCSPI-TLS client (``SSLCTLFD`` set, spec §9):
    offered → ``STARTTLS``, on 220 ``Y`` to ``SSLCTLFD``, the environment block back,
    then ``SSLREADFD``/``SSLWRITEFD`` and EHLO again; not offered → ``SSLCTLFD`` closed
-   and on in clear.  A refusal is ``ZConnected to <ip> but STARTTLS was refused.``; a
-   failed handshake after 220 is ``ZTLS handshake with <ip> failed after STARTTLS.`` --
-   never a fall-back to clear text.
+   and on in clear.  A refusal goes on in clear too, unless certificates are verified
+   (``CAFILE``/``CADIR``): then it is ``ZConnected to <ip> but STARTTLS was refused.``.
+   A failed handshake after 220 is ``ZTLS handshake with <ip> failed after STARTTLS.``
+   -- never a fall-back to clear text.
 4. ``MAIL FROM:<sender>``: 4xx is Z, 5xx is D ``...but sender was rejected.``
 5. ``RCPT TO:<recip>`` for each: ``r``, ``s`` (4xx) or ``h`` (5xx) per recipient, in
    argument order; no ``r`` at all is ``DGiving up on <ip>.``
@@ -160,6 +161,15 @@ def _ucspi_tls_descriptors() -> tuple[int, int, int] | None:
     return found[0], found[1], found[2]
 
 
+def tls_verification_configured() -> bool:
+    """True when the TLS client verifies certificates: ``CAFILE`` or ``CADIR`` is set.
+
+    The TLS clients take both out of our environment (s6's ``-z``, their default), so
+    mxf-remote passes the fact on as ``MXFTLSVERIFY=1`` (handoff.py).
+    """
+    return any(os.environ.get(name) for name in ("MXFTLSVERIFY", "CAFILE", "CADIR"))
+
+
 def _close(fd: int) -> None:
     try:  # noqa: SIM105 - contextlib costs an import at every start-up
         os.close(fd)
@@ -279,7 +289,14 @@ class SmtpSession:
         environment block back once the handshake is done, then ``SSLREADFD`` and
         ``SSLWRITEFD`` instead of fds 6/7 and EHLO again (RFC 3207 §4.2: forget what the
         server said before TLS).  Once STARTTLS is on its way there is no going back to
-        clear text: a refusal or a failed handshake is a deferral, never a downgrade.
+        clear text: a failed handshake is a deferral, never a downgrade.
+
+        A refusal (4xx/5xx to STARTTLS, no handshake started) is a deferral only when
+        the admin configured certificate verification (``tls_verification_configured``)
+        or the server is closing (421).  Otherwise TLS is opportunistic, as Postfix's
+        ``may`` level: refused is treated as not offered and the delivery goes on in
+        clear -- deferring would retry into the same refusal until queuelifetime and
+        then bounce a message a clear-text MTA would have delivered.
         """
         descriptors = _ucspi_tls_descriptors()
         if descriptors is None:
@@ -294,7 +311,9 @@ class SmtpSession:
         reply = self._reply()
         if reply.code != 220:
             _close(control)
-            self._quit(reports.starttls_refused(self.ip, reply.text))
+            if reply.code == 421 or tls_verification_configured():
+                self._quit(reports.starttls_refused(self.ip, reply.text))
+            return keywords  # opportunistic: refused is as good as not offered
         # fds 6/7 now belong to the engine, which shares their file description: leave
         # them blocking as the handoff gave them, and never write to them again.
         self.connection.restore_blocking()

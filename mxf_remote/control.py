@@ -59,6 +59,16 @@ def is_executable_file(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
+def program_directory(argv0: str) -> str:
+    """The directory of the running program, symlinks resolved: where its clients are.
+
+    Admins install mxf-remote as a link named ``qmail-remote``; the clients it looks up by
+    bare name are beside the real program (a virtual environment's ``bin``), not beside
+    the link.
+    """
+    return os.path.dirname(os.path.realpath(argv0))
+
+
 def find_program(name: str, beside: str) -> str | None:
     """Where the program ``name`` is: a path as given, else beside us, else on ``PATH``."""
     if "/" in name:

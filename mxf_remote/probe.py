@@ -37,6 +37,11 @@ ATTEMPT_ENDS = {
 }
 """Trace events that end an attempt, and the outcome each one means."""
 
+WON_AT_DEADLINE = "won at deadline"
+"""The outcome of an ``attempt_won`` with ``at_deadline``: it waited for the self-check
+until timeoutconnect ran out, and the better exchangers' lookups still out then counted
+as temporary failures."""
+
 
 class ProbeError(Exception):
     """Something that stops the probe: printed as one line on stderr, exit status 1."""
@@ -164,10 +169,10 @@ def run(argv: list[str]) -> int:
     arguments = _arguments(argv[1:])
     trace = _trace.Trace(enabled=True)
     trace.mark("start", argv=[arguments.host])
-    from mxf_remote.control import ControlError, qmail_home, read_control
+    from mxf_remote.control import ControlError, program_directory, qmail_home, read_control
 
     home = qmail_home()
-    beside = os.path.dirname(os.path.abspath(argv[0]))
+    beside = program_directory(argv[0])
     try:
         control = read_control(home, beside)
     except ControlError as error:
@@ -342,6 +347,8 @@ class _Timeline:
             row.errno = event.get("error")
         elif kind == "attempt_won":
             self.winner, self.race_over = row, event["t"]
+            if event.get("at_deadline"):
+                row.outcome = WON_AT_DEADLINE
 
     def finish(
         self, events: list[dict[str, Any]]
@@ -383,6 +390,19 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
         ).rstrip()
 
     return [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def _winner_line(w: AttemptRow) -> str:
+    when = f"connected at {_ms(w.end)} ms"
+    if w.outcome == WON_AT_DEADLINE:
+        when = (
+            f"won at {_ms(w.end)} ms when timeoutconnect ran out (better exchangers' "
+            "lookups still out counted as temporary failures)"
+        )
+    return (
+        f"Winner: {w.protocol} to {w.exchanger} {w.address} port {w.port}, "
+        f"{when} (closed: the probe hands nothing off)"
+    )
 
 
 def render_text(result: Result) -> str:
@@ -440,10 +460,7 @@ def render_text(result: Result) -> str:
     out.append("")
     w = result.winner
     if w is not None:
-        out.append(
-            f"Winner: {w.protocol} to {w.exchanger} {w.address} port {w.port}, "
-            f"connected at {_ms(w.end)} ms (closed: the probe hands nothing off)"
-        )
+        out.append(_winner_line(w))
     else:
         out.append(f"No connection after {_ms(result.elapsed)} ms.")
         if result.report:

@@ -85,14 +85,14 @@ def deliver(argv: list[str]) -> NoReturn:
     trace = _trace.Trace(enabled=bool(os.environ.get("MXF_TRACE")))
     trace.mark("start", argv=arguments[:3])
 
-    from mxf_remote.control import ControlError, qmail_home, read_control
+    from mxf_remote.control import ControlError, program_directory, qmail_home, read_control
 
+    beside = program_directory(argv[0])  # before chdir: argv[0] may be relative
     home = qmail_home()
     try:
         os.chdir(home)
     except OSError:
         _stop(report.NO_HOME, trace)
-    beside = os.path.dirname(os.path.abspath(argv[0]))
     try:
         control = read_control(home, beside)
     except ControlError as error:

@@ -464,6 +464,49 @@ class TestFindProgram:
         assert found == str(tmp_path / "rel" / "prog")
 
 
+class TestProgramDirectory:
+    """The directory bare names are looked up in first: the running program's, links resolved."""
+
+    def test_a_link_elsewhere_gives_the_target_directory(self, tmp_path: Path) -> None:
+        """qmail/bin/qmail-remote -> venv/bin/mxf-remote: venv/bin, as for the program itself."""
+        program = make_executable(tmp_path / "venv" / "bin", "mxf-remote")
+        (tmp_path / "qmail" / "bin").mkdir(parents=True)
+        link = tmp_path / "qmail" / "bin" / "qmail-remote"
+        link.symlink_to(program)
+        venv_bin = str(program.parent.resolve())
+        assert control.program_directory(str(link)) == venv_bin
+        assert control.program_directory(str(program)) == venv_bin
+
+    def test_a_chain_of_relative_links(self, tmp_path: Path) -> None:
+        """Links to links, with relative targets, are followed to the real program."""
+        program = make_executable(tmp_path / "real", "mxf-remote")
+        (tmp_path / "middle").mkdir()
+        (tmp_path / "middle" / "mxf-remote").symlink_to(Path("..") / "real" / "mxf-remote")
+        (tmp_path / "qmail").mkdir()
+        link = tmp_path / "qmail" / "qmail-remote"
+        link.symlink_to(Path("..") / "middle" / "mxf-remote")
+        assert control.program_directory(str(link)) == str(program.parent.resolve())
+
+    def test_a_relative_argv0(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A relative argv[0] naming a link is taken from the current directory, then followed."""
+        program = make_executable(tmp_path / "venv" / "bin", "mxf-remote")
+        (tmp_path / "qmail" / "bin").mkdir(parents=True)
+        (tmp_path / "qmail" / "bin" / "qmail-remote").symlink_to(program)
+        monkeypatch.chdir(tmp_path / "qmail")
+        assert control.program_directory("bin/qmail-remote") == str(program.parent.resolve())
+
+    def test_default_protocols_through_a_link(
+        self, home: Path, beside: Path, tmp_path: Path
+    ) -> None:
+        """Clients beside the link's target, none beside the link or on PATH: all usable."""
+        program = make_executable(beside, "mxf-remote")
+        (tmp_path / "qmail-bin").mkdir()
+        link = tmp_path / "qmail-bin" / "qmail-remote"
+        link.symlink_to(program)
+        found = read_control(str(home), control.program_directory(str(link)))
+        assert [p.service for p in found.usable_protocols] == ["qmtps", "qmtp", "smtp"]
+
+
 class TestInstallProtocol:
     """A protocol is usable only when its program and TLS client are installed."""
 

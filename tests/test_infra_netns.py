@@ -7,12 +7,15 @@ a namespace already, and must not be moved or have its firewall changed by a tes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,9 @@ import pytest
 from tests.infra import netns
 
 ROOT = Path(__file__).resolve().parent.parent
+NOBODY = ("--reuid=65534", "--regid=65534", "--clear-groups")
+CHILD_IMPORTS = "contextlib, ctypes, errno, ipaddress, json, os, shutil, socket, subprocess, time"
+"""The modules the children and tests/infra/netns.py import: the standard library only."""
 
 _PRELUDE = """
 import json, os, socket, sys, time
@@ -42,13 +48,15 @@ def _child(
     enter: bool = True,
     env: dict[str, str] | None = None,
     prefix: tuple[str, ...] = (),
+    root: Path = ROOT,
 ) -> dict[str, Any]:
     """Run `body` in a new Python process (in its own namespace when `enter`).
 
     The body fills the dict `result`, which comes back parsed from JSON. A child that could
-    not make a namespace makes the calling test skip with the child's reason.
+    not make a namespace makes the calling test skip with the child's reason. `root` is
+    where the child imports `tests.infra.netns` from, and its working directory.
     """
-    code = _PRELUDE.format(root=str(ROOT))
+    code = _PRELUDE.format(root=str(root))
     if enter:
         code += _ENTER
     code += textwrap.dedent(body) + "\nprint(json.dumps(result))\n"
@@ -62,6 +70,7 @@ def _child(
         text=True,
         timeout=60,
         env=child_env,
+        cwd=root,
         check=False,
     )
     assert proc.returncode == 0, f"child failed:\n{proc.stderr}"
@@ -69,6 +78,41 @@ def _child(
     if "skip" in out:
         pytest.skip(f"no private network namespace: {out['skip']}")
     return out
+
+
+@contextlib.contextmanager
+def _readable_copy() -> Iterator[Path]:
+    """tests/infra/netns.py and its packages, copied to a temporary tree anyone can read.
+
+    An unprivileged child cannot import them from a checkout it cannot traverse (a clone
+    into a mode-700 directory); the copy has mode-755 directories and mode-644 files.
+    """
+    top = Path(tempfile.mkdtemp(prefix="mxf-netns-"))
+    try:
+        package = top / "tests" / "infra"
+        package.mkdir(parents=True)
+        (top / "tests" / "__init__.py").write_text("")
+        shutil.copyfile(ROOT / "tests" / "infra" / "__init__.py", package / "__init__.py")
+        shutil.copyfile(netns.__file__, package / "netns.py")
+        for directory in (top, top / "tests", package):
+            directory.chmod(0o755)
+        for file in (top / "tests" / "__init__.py", package / "__init__.py", package / "netns.py"):
+            file.chmod(0o644)
+        yield top
+    finally:
+        shutil.rmtree(top)
+
+
+def _interpreter_problem(prefix: tuple[str, ...], env: dict[str, str]) -> str | None:
+    """Why this interpreter cannot run the child under `prefix`, or None when it can."""
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-c", f"import {CHILD_IMPORTS}"],
+        capture_output=True, text=True, timeout=60, env=env, cwd="/", check=False,
+    )
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.strip().splitlines()
+    return f"exit {proc.returncode}: {lines[-1] if lines else 'no message'}"
 
 
 def _need_nft() -> None:
@@ -153,17 +197,23 @@ class TestEnter:
             pytest.skip("needs root and setpriv to become an unprivileged user")
         env = {k: v for k, v in os.environ.items() if k != netns.NETNS_ENV}
         env["HOME"] = "/tmp"
-        out = _child(
-            """
-            result["uid"] = os.geteuid()
-            srv = netns.listen_tcp(netns.ipv4_test_address(9))
-            c = socket.create_connection(srv.getsockname()[:2], timeout=1.0)
-            result["connected"] = True
-            c.close(); srv.close()
-            """,
-            env=env,
-            prefix=(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"),
-        )
+        prefix = (setpriv, *NOBODY)
+        problem = _interpreter_problem(prefix, env)
+        if problem is not None:
+            pytest.skip(f"{sys.executable} cannot run as uid 65534 ({problem})")
+        with _readable_copy() as readable:
+            out = _child(
+                """
+                result["uid"] = os.geteuid()
+                srv = netns.listen_tcp(netns.ipv4_test_address(9))
+                c = socket.create_connection(srv.getsockname()[:2], timeout=1.0)
+                result["connected"] = True
+                c.close(); srv.close()
+                """,
+                env=env,
+                prefix=prefix,
+                root=readable,
+            )
         assert out == {"uid": 0, "connected": True}
 
 

@@ -19,19 +19,34 @@ from typing import Any
 from race_only import DELAY, addr_infos
 
 from mxf_remote.control import Protocol
-from mxf_remote.plan import Attempt, Plan
+from mxf_remote.plan import Attempt, Facts, Plan
 from mxf_remote.race import Race, Won, connect_tcp
-from mxf_remote.trace import Trace
 
 PROTOCOL = Protocol("smtp", 25, 0, False, False, "/bin/true")
 
 
+class FixedPlan:
+    """A plan that DNS can no longer change (``race.PlanSource``)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.settled = True
+
+    def current(self) -> Plan:
+        return self.plan
+
+    def may_win(self, attempt: Attempt) -> bool:
+        return True
+
+
 async def mxf_race(targets: list[tuple[str, int]]) -> None:
     """mxf-remote's race over a fixed plan."""
-    plan = Plan(tuple(Attempt(PROTOCOL, "x", a, p, "mx", 10) for a, p in targets))
+    plan = Plan(
+        tuple(Attempt(PROTOCOL, "x", a, p, "mx", 10) for a, p in targets), Facts("dns", "x")
+    )
     race = Race(
-        lambda: plan, connect_tcp, resolution_over=lambda: True, connect_delay=DELAY,
-        timeout_connect=60, trace=Trace(enabled=False),
+        FixedPlan(plan), connect_tcp, changed=asyncio.Event(), connect_delay=DELAY,
+        timeout_connect=60,
     )
     outcome = await race.run()
     assert isinstance(outcome, Won)

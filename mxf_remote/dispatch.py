@@ -6,27 +6,63 @@ not the program: ``run_dispatch`` creates it (uvloop when importable), runs one
 coroutine, closes the c-ares resolver *before* the loop (otherwise c-ares' thread calls
 back into a closed loop and writes noise on stderr, which is the report pipe), closes
 the loop, and returns plain values.
+
+The wiring, in one direction: resolution fills the knowledge and sets one ``changed``
+event; ``LivePlan`` turns the knowledge into the current plan and the self-check's
+verdicts; the race reads the ``LivePlan`` and wakes on ``changed``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import NamedTuple
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Generic, NamedTuple, TypeVar
 
 from mxf_remote.control import Control
-from mxf_remote.knowledge import Answer, Knowledge, Status
-from mxf_remote.plan import Destination, Plan, build_plan, self_check_verdict
-from mxf_remote.race import Connector, Lost, Race, Won, connect_tcp
-from mxf_remote.resolver import CaresLookup, Lookup, Resolution
-from mxf_remote.trace import Trace
+from mxf_remote.destination import Destination
+from mxf_remote.knowledge import Answer, Status
+from mxf_remote.plan import Attempt, Plan, build_plan, self_check_verdict
+from mxf_remote.race import Connection, Lost, Race, Won, connect_tcp
+from mxf_remote.resolution import Lookup, Query, Resolution
+
+C = TypeVar("C", bound=Connection)
 
 
-class Dispatched(NamedTuple):
-    """What the asynchronous phase found: the outcome, and the final plan and knowledge."""
+class Dispatched(NamedTuple, Generic[C]):
+    """What the asynchronous phase found: the outcome, the final plan, every question."""
 
-    outcome: Won | Lost
+    outcome: Won[C] | Lost
     plan: Plan
-    knowledge: Knowledge
+    queries: tuple[Query, ...] = ()
+    delays_over: tuple[tuple[str, float], ...] = ()
+    """(name, ms): an A answer held for the Resolution Delay was released."""
+    dns_expired_at: float | None = None
+    """When ``timeoutdns`` ran out, if it did (ms)."""
+
+
+class LivePlan:
+    """The plan as DNS answers arrive: what the race reads (``race.PlanSource``)."""
+
+    def __init__(
+        self, destination: Destination, resolution: Resolution, local: frozenset[str]
+    ) -> None:
+        self._destination = destination
+        self._resolution = resolution
+        self._local = local
+
+    def current(self) -> Plan:
+        """The plan for what DNS has answered so far."""
+        return build_plan(self._destination, self._resolution.knowledge, self._local)
+
+    @property
+    def settled(self) -> bool:
+        """True when no lookup is outstanding."""
+        return self._resolution.over
+
+    def may_win(self, attempt: Attempt) -> bool | None:
+        """The self-check's verdict on a connected attempt."""
+        return self_check_verdict(attempt, self._resolution.knowledge, self._local)
 
 
 async def dispatch(
@@ -35,33 +71,39 @@ async def dispatch(
     lookup: Lookup,
     *,
     local: frozenset[str],
-    trace: Trace,
-    connect: Connector = connect_tcp,
-) -> Dispatched:
-    """Resolve and race for ``destination``; every lookup is stopped on return."""
-    resolution: Resolution
+    connect: Callable[[Attempt], Awaitable[C]],
+    clock: Callable[[], float] | None = None,
+) -> Dispatched[C]:
+    """Resolve and race for ``destination``; every lookup is stopped on return.
 
-    def current_plan() -> Plan:
-        return build_plan(destination, resolution.knowledge, local)
-
-    race = Race(
-        current_plan,
+    ``clock`` gives the milliseconds the outcome's and the queries' times are in (the
+    trace's clock in production; the loop's, virtual in tests, by default).
+    """
+    changed = asyncio.Event()
+    resolution = Resolution(
+        destination, lookup, timeout=control.timeout_dns, changed=changed.set, clock=clock
+    )
+    plan = LivePlan(destination, resolution, local)
+    race: Race[C] = Race(
+        plan,
         connect,
-        resolution_over=lambda: resolution.over,
+        changed=changed,
         connect_delay=control.connect_delay,
         timeout_connect=control.timeout_connect,
-        trace=trace,
-        may_win=lambda attempt: self_check_verdict(attempt, resolution.knowledge, local),
-    )
-    resolution = Resolution(
-        destination, lookup, timeout=control.timeout_dns, on_change=race.wake, trace=trace
+        clock=clock,
     )
     resolution.start()
     try:
         outcome = await race.run()
     finally:
         await resolution.close()
-    return Dispatched(outcome, current_plan(), resolution.knowledge)
+    return Dispatched(
+        outcome,
+        plan.current(),
+        tuple(resolution.queries),
+        tuple(resolution.delays_over),
+        resolution.expired_at,
+    )
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -80,13 +122,13 @@ def run_dispatch(
     nameservers: list[str],
     *,
     local: frozenset[str],
-    trace: Trace,
-) -> Dispatched:
+    clock: Callable[[], float],
+) -> Dispatched[socket.socket]:
     """Run ``dispatch`` on a fresh loop with c-ares, and close everything before returning."""
     loop = new_event_loop()
     try:
         return loop.run_until_complete(
-            _dispatch_with_cares(destination, control, nameservers, local, trace)
+            _dispatch_with_cares(destination, control, nameservers, local, clock)
         )
     finally:
         loop.close()
@@ -102,12 +144,18 @@ async def _dispatch_with_cares(
     control: Control,
     nameservers: list[str],
     local: frozenset[str],
-    trace: Trace,
-) -> Dispatched:
+    clock: Callable[[], float],
+) -> Dispatched[socket.socket]:
     if not destination.needs_dns:  # a literal: spare the c-ares import and channel
-        return await dispatch(destination, control, _no_lookup, local=local, trace=trace)
+        return await dispatch(
+            destination, control, _no_lookup, local=local, connect=connect_tcp, clock=clock
+        )
+    from mxf_remote.cares import CaresLookup
+
     lookup = CaresLookup(nameservers, asyncio.get_running_loop())
     try:
-        return await dispatch(destination, control, lookup, local=local, trace=trace)
+        return await dispatch(
+            destination, control, lookup, local=local, connect=connect_tcp, clock=clock
+        )
     finally:
         await lookup.close()

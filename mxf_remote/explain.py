@@ -1,5 +1,10 @@
 """Why nothing connected: the failed race turned into exactly one report (spec §3).
 
+A pure decision table over two values: the final plan's ``Facts`` (what the planner
+decided, and what DNS said about every exchanger it considered) and the ``Lost``
+outcome (which attempts were made).  Nothing here looks at DNS answers or planning
+rules again.
+
 If the race started an attempt, the answer is ``#4.4.1`` (retry later) -- unless the
 self-check later cut every attempt that was made (we turned out to be a better
 exchanger than all of them).  Otherwise the reason is in what DNS said, and the choice
@@ -23,19 +28,9 @@ for the administrator rather than bouncing.
 
 from __future__ import annotations
 
-from mxf_remote.addresses import parse_literal
-from mxf_remote.control import Protocol
-from mxf_remote.knowledge import HARD, MX, Answer, Knowledge, Status
-from mxf_remote.plan import (
-    MAX_EXCHANGERS,
-    Destination,
-    Plan,
-    declined_services,
-    is_null_mx,
-    relay_name,
-    usable_exchangers,
-    usable_srv_targets,
-)
+from mxf_remote.knowledge import Status
+from mxf_remote.plan import Facts, Plan, Target
+from mxf_remote.race import Lost
 from mxf_remote.report import (
     DNS_TEMPORARY,
     NO_CONNECTION,
@@ -48,126 +43,71 @@ from mxf_remote.report import (
 )
 
 
-def explain_failure(
-    destination: Destination,
-    knowledge: Knowledge,
-    plan: Plan,
-    started: frozenset[tuple[str, int]] = frozenset(),
-) -> Report:
-    """The one report for a race that produced no connection.
-
-    ``started`` holds the (address, port) of every attempt the race made.
-    """
-    if started and (not plan.self_cut or any(a.key in started for a in plan.attempts)):
+def explain_failure(plan: Plan, outcome: Lost) -> Report:
+    """The one report for a race that produced no connection."""
+    facts = plan.facts
+    started = outcome.started
+    if started and (not facts.self_cut or any(a.key in started for a in plan.attempts)):
         return NO_CONNECTION
-    if destination.literal is not None:
-        return WE_ARE_BEST_MX if plan.self_cut else NO_CONNECTION
-    if destination.routes:
-        return _explain_routes(destination, knowledge)
-    return _explain_dns(destination, knowledge, plan)
+    if facts.kind == "literal":
+        return WE_ARE_BEST_MX if facts.self_cut else NO_CONNECTION
+    if facts.kind == "route":
+        return _explain_routes(facts)
+    if facts.self_cut:
+        return _explain_self_cut(facts)
+    return _explain_dns(facts)
 
 
-def _any_temporary(answers: list[Answer[object]]) -> bool:
-    return any(a.status in (Status.TEMPFAIL, Status.PENDING) for a in answers)
-
-
-def _address_answers(knowledge: Knowledge, names: list[str]) -> list[Answer[object]]:
-    answers: list[Answer[object]] = []
-    for name in names:
-        answers.extend(knowledge.address_answers(name))
-    return answers
-
-
-def _explain_routes(destination: Destination, knowledge: Knowledge) -> Report:
-    relays = [
-        relay_name(route.relay)
-        for _, route in destination.routes
-        if parse_literal(route.relay) is None
-    ]
-    answers = _address_answers(knowledge, relays)
-    if _any_temporary(answers):
+def _explain_routes(facts: Facts) -> Report:
+    relays = facts.targets_from("route")
+    if any(t.temporary for t in relays):
         return DNS_TEMPORARY
-    if relays and all(a.status in HARD for a in answers):
-        return no_such_host(destination.routes[0][1].relay)
+    if relays and all(t.permanent for t in relays):
+        return no_such_host(facts.host)
     return NO_CONNECTION
 
 
-def _srv_targets(knowledge: Knowledge, offered: list[Protocol]) -> list[str]:
-    targets = []
-    for protocol in offered:
-        answer = knowledge.srv.get(protocol.service)
-        if answer is not None and answer.status is Status.OK:
-            targets += [record.target for record in usable_srv_targets(answer.records)]
-    return targets
+def _unresolved_temporarily(targets: tuple[Target, ...]) -> bool:
+    """True when one of ``targets`` got no address and one of its lookups failed for now."""
+    return any(not t.has_addresses and t.temporary for t in targets)
 
 
-def _unresolved_temporarily(knowledge: Knowledge, names: list[str]) -> bool:
-    """True when one of ``names`` got no address and one of its lookups failed for now."""
-    for name in names:
-        ipv6, ipv4 = knowledge.address_answers(name)
-        if not (ipv6.records or ipv4.records) and _any_temporary([ipv6, ipv4]):
-            return True
-    return False
-
-
-def _explain_self_cut(destination: Destination, knowledge: Knowledge, plan: Plan) -> Report:
+def _explain_self_cut(facts: Facts) -> Report:
     """We are listed: #5.4.6, unless a better exchanger might exist but failed to resolve.
 
     Lookups that cannot change the answer (a worse exchanger, the host's own addresses
     when MX records exist, the other family of an exchanger that has addresses) are
     ignored, as qmail-remote ignores them.
     """
-    mx = knowledge.mx
-    if mx is None or mx.status is not Status.OK:  # a literal, or an implicit MX to us
+    if facts.mx is not Status.OK:  # an implicit MX to us
         return WE_ARE_BEST_MX
-    better = [
-        record.exchange
-        for record in usable_exchangers(mx.records)
-        if plan.cut_preference is None or record.preference < plan.cut_preference
-    ]
-    targets = _srv_targets(knowledge, list(destination.protocols))
-    if _unresolved_temporarily(knowledge, better + targets):
+    better = tuple(
+        t
+        for t in facts.targets_from("mx")
+        if facts.cut_preference is None or t.preference < facts.cut_preference
+    )
+    if _unresolved_temporarily(better + facts.targets_from("srv")):
         return DNS_TEMPORARY
     return WE_ARE_BEST_MX
 
 
-def _explain_dns(destination: Destination, knowledge: Knowledge, plan: Plan) -> Report:
-    if plan.self_cut:
-        return _explain_self_cut(destination, knowledge, plan)
-    mx = knowledge.mx
-    if mx is None or mx.status in (Status.TEMPFAIL, Status.PENDING):
+def _explain_dns(facts: Facts) -> Report:
+    if facts.mx in (None, Status.TEMPFAIL, Status.PENDING):
         return DNS_TEMPORARY
-    declined = declined_services(knowledge)
-    offered = [p for p in destination.protocols if p.service not in declined]
-    if not offered:
+    if not facts.offered:
         return SERVICE_DECLINED
-    targets = _srv_targets(knowledge, offered)
-    if mx.status is Status.OK and is_null_mx(mx.records) and not targets:
-        return null_mx(destination.host)
-    targets += [record.exchange for record in usable_exchangers(mx.records)]
-    if not targets and not mx.records:
-        host = relay_name(destination.host)
-        answers = _address_answers(knowledge, [host])
-        if _any_temporary(answers):
+    if facts.null_mx and not facts.targets_from("srv"):
+        return null_mx(facts.host)
+    implicit = facts.targets_from("implicit")
+    if implicit:
+        if any(t.temporary for t in implicit):
             return DNS_TEMPORARY
-        if all(a.status in HARD for a in answers):
-            return no_such_host(destination.host)
+        if all(t.permanent for t in implicit):
+            return no_such_host(facts.host)
         return NO_CONNECTION
-    answers = _address_answers(knowledge, targets)
-    if any(a.status is Status.OK for a in answers):
+    exchangers = facts.targets_from("srv", "mx")
+    if any(t.has_addresses for t in exchangers):
         return NO_CONNECTION
-    if _any_temporary(answers) or _beyond_the_cap(knowledge, offered):
+    if any(t.temporary for t in exchangers) or facts.beyond_cap:
         return DNS_TEMPORARY
     return NO_EXCHANGER_ADDRESS
-
-
-def _beyond_the_cap(knowledge: Knowledge, offered: list[Protocol]) -> bool:
-    """True when an MX or SRV answer named more exchangers than are resolved."""
-    answers = [knowledge.srv.get(p.service) for p in offered] + [knowledge.mx]
-    return any(
-        answer is not None
-        and answer.status is Status.OK
-        and sum(1 for r in answer.records if (r.exchange if isinstance(r, MX) else r.target))
-        > MAX_EXCHANGERS
-        for answer in answers
-    )

@@ -33,12 +33,13 @@ reshuffles attempts that are already under way.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import NamedTuple
 
-from mxf_remote.addresses import interleave_families_rfc8305, is_local, parse_literal
-from mxf_remote.control import Protocol, Route, lookup_route
-from mxf_remote.knowledge import MX, SRV, Knowledge, Status, dns_name
+from mxf_remote.addresses import interleave_families_rfc8305, is_local
+from mxf_remote.control import Protocol
+from mxf_remote.destination import Destination
+from mxf_remote.knowledge import HARD, MX, SRV, Answer, Knowledge, Status
 
 MAX_ATTEMPTS = 64
 MAX_EXCHANGERS = 32
@@ -77,39 +78,76 @@ class Waiting(NamedTuple):
 Entry = Attempt | Waiting
 
 
-class Plan(NamedTuple):
-    """The ordered entries, and whether the self-check removed anything."""
+class Target(NamedTuple):
+    """An exchanger (or relay, or the host itself) the plan considered, and its addresses."""
 
-    entries: tuple[Entry, ...]
+    name: str
+    source: str
+    """``srv``, ``mx``, ``implicit`` or ``route``."""
+    preference: int
+    """MX preference, SRV priority, or 0."""
+    has_addresses: bool
+    """An AAAA or A answer gave it addresses."""
+    temporary: bool
+    """A lookup of its addresses failed temporarily, or is still outstanding."""
+    permanent: bool
+    """Every lookup of its addresses failed hard (NXDOMAIN or NODATA)."""
+
+
+class Facts(NamedTuple):
+    """What the planner decided on the way, so that nobody has to work it out again.
+
+    ``explain.py`` chooses the report from these alone; the probe shows them.
+    """
+
+    kind: str
+    """``literal``, ``route`` or ``dns``."""
+    host: str
+    """The name a report about the destination uses: the host as given, or for a routed
+    host the first relay as the routes file spells it."""
+    mx: Status | None = None
+    """The MX answer's status; None when MX is not asked (a literal or a route)."""
+    null_mx: bool = False
+    """RFC 7505: the MX answer is a single ``MX 0 .``."""
+    declined: frozenset[str] = frozenset()
+    """Services whose SRV answer is a lone "." (RFC 2782: not offered here)."""
+    offered: tuple[str, ...] = ()
+    """The usable services that are not declined, in protocol order."""
+    targets: tuple[Target, ...] = ()
+    """SRV targets, MX exchangers (every one resolved, also those the self-check cut),
+    the host itself for the implicit MX, or the named relays of a route."""
+    beyond_cap: bool = False
+    """An MX or SRV answer named more exchangers than are resolved (MAX_EXCHANGERS)."""
     self_cut: bool = False
+    """The self-check removed something (one of our addresses, or worse exchangers)."""
     cut_preference: int | None = None
     """The MX preference at which we are listed, when the self-check cut MX targets."""
+
+    def targets_from(self, *sources: str) -> tuple[Target, ...]:
+        """The targets that came from these sources, in plan order."""
+        return tuple(t for t in self.targets if t.source in sources)
+
+
+class Plan(NamedTuple):
+    """The ordered entries, and the facts behind them."""
+
+    entries: tuple[Entry, ...]
+    facts: Facts
 
     @property
     def attempts(self) -> tuple[Attempt, ...]:
         """The attempts alone, in order."""
         return tuple(e for e in self.entries if isinstance(e, Attempt))
 
-
-class Destination(NamedTuple):
-    """What one delivery is addressed to, decided before any DNS."""
-
-    host: str
-    protocols: tuple[Protocol, ...]
-    """The usable protocols, in ``control/protocols`` order."""
-    literal: str | None = None
-    """The address when ``host`` is a literal."""
-    routes: tuple[tuple[Protocol, Route], ...] = ()
-    """Non-empty when a routes file sends this host to relays: then only these count."""
+    @property
+    def waiting(self) -> tuple[Waiting, ...]:
+        """The lookups still holding later attempts back."""
+        return tuple(e for e in self.entries if isinstance(e, Waiting))
 
     @property
-    def needs_dns(self) -> bool:
-        """False for a literal, or when every relay it is routed to is a literal."""
-        if self.literal is not None:
-            return False
-        if self.routes:
-            return any(parse_literal(route.relay) is None for _, route in self.routes)
-        return True
+    def self_cut(self) -> bool:
+        """The self-check removed something."""
+        return self.facts.self_cut
 
 
 # ---------------------------------------------------------------------------------------
@@ -242,8 +280,24 @@ class _Builder:
         self.entries.append(attempt)
         self.count += 1
 
-    def plan(self) -> Plan:
-        return Plan(tuple(self.entries), self.self_cut, self.cut_preference)
+    def target(self, name: str, source: str, preference: int) -> Target:
+        """The fact about ``name``'s addresses, as the knowledge has it now."""
+        ipv6, ipv4 = self.knowledge.address_answers(name)
+        answers = (ipv6, ipv4)
+        return Target(
+            name,
+            source,
+            preference,
+            has_addresses=bool(ipv6.records or ipv4.records),
+            temporary=any(a.status in (Status.TEMPFAIL, Status.PENDING) for a in answers),
+            permanent=all(a.status in HARD for a in answers),
+        )
+
+    def plan(self, facts: Facts) -> Plan:
+        return Plan(
+            tuple(self.entries),
+            facts._replace(self_cut=self.self_cut, cut_preference=self.cut_preference),
+        )
 
 
 def build_plan(destination: Destination, knowledge: Knowledge, local: frozenset[str]) -> Plan:
@@ -262,44 +316,33 @@ def build_plan(destination: Destination, knowledge: Knowledge, local: frozenset[
                     named=False,
                 )
             )
-    elif destination.routes:
-        _plan_routes(builder, destination)
-    else:
-        _plan_dns(builder, destination, knowledge)
-    return builder.plan()
+        return builder.plan(Facts("literal", destination.host))
+    if destination.relays:
+        return builder.plan(_plan_routes(builder, destination))
+    return builder.plan(_plan_dns(builder, destination, knowledge))
 
 
-def _plan_routes(builder: _Builder, destination: Destination) -> None:
+def _plan_routes(builder: _Builder, destination: Destination) -> Facts:
     """Routed: each routed protocol to its relay, A/AAAA only, no self-check."""
-    for protocol, route in destination.routes:
-        literal = parse_literal(route.relay)
-        if literal is not None:
-            builder.add(
-                Attempt(
-                    protocol,
-                    literal,
-                    literal,
-                    route.port or protocol.default_port,
-                    "route",
-                    0,
-                    named=False,
-                ),
-                check_self=False,
+    targets = []
+    for relay in destination.relays:
+        if relay.name is None:
+            assert relay.literal is not None
+            attempt = Attempt(
+                relay.protocol, relay.literal, relay.literal, relay.port, "route", 0, named=False
             )
+            builder.add(attempt, check_self=False)
         else:
+            targets.append(builder.target(relay.name, "route", 0))
             builder.add_target(
-                relay_name(route.relay),
-                [protocol],
-                port=route.port,
+                relay.name,
+                [relay.protocol],
+                port=relay.port,
                 source="route",
                 preference=0,
                 check_self=False,
             )
-
-
-def relay_name(relay: str) -> str:
-    """The DNS name of a relay (or host) as the knowledge stores it."""
-    return dns_name(relay)
+    return Facts("route", destination.relays[0].written, targets=tuple(targets))
 
 
 def declined_services(knowledge: Knowledge) -> set[str]:
@@ -311,30 +354,48 @@ def declined_services(knowledge: Knowledge) -> set[str]:
     }
 
 
-def _plan_dns(builder: _Builder, destination: Destination, knowledge: Knowledge) -> None:
+def names_more_than_resolved(answer: Answer[MX] | Answer[SRV] | None) -> bool:
+    """True when an OK MX or SRV answer names more exchangers than MAX_EXCHANGERS."""
+    if answer is None or answer.status is not Status.OK:
+        return False
+    named = sum(1 for r in answer.records if (r.exchange if isinstance(r, MX) else r.target))
+    return named > MAX_EXCHANGERS
+
+
+def _plan_dns(builder: _Builder, destination: Destination, knowledge: Knowledge) -> Facts:
     declined = declined_services(knowledge)
     offered = tuple(p for p in destination.protocols if p.service not in declined)
-    srv_targets = 0
-    for protocol in offered:
-        answer = knowledge.srv.get(protocol.service)
+    mx = knowledge.mx
+    srv_answers = [knowledge.srv.get(p.service) for p in offered]
+    facts = Facts(
+        "dns",
+        destination.host,
+        mx=None if mx is None else mx.status,
+        null_mx=mx is not None and mx.status is Status.OK and is_null_mx(mx.records),
+        declined=frozenset(declined),
+        offered=tuple(p.service for p in offered),
+        beyond_cap=any(names_more_than_resolved(answer) for answer in [*srv_answers, mx]),
+    )
+    targets: list[Target] = []
+    for protocol, answer in zip(offered, srv_answers, strict=True):
         if answer is None:
             continue
         if answer.pending:
             builder.entries.append(Waiting(f"SRV _{protocol.service}._tcp"))
             continue
         for srv in usable_srv_targets(answer.records):
-            srv_targets += 1
+            targets.append(builder.target(srv.target, "srv", srv.priority))
             builder.add_target(
                 srv.target, [protocol], port=srv.port, source="srv", preference=srv.priority
             )
-    mx = knowledge.mx
     if mx is None or mx.status is Status.TEMPFAIL:
-        return
+        return facts._replace(targets=tuple(targets))
     if mx.pending:
         builder.entries.append(Waiting("MX"))
-        return
+        return facts._replace(targets=tuple(targets))
     exchangers = usable_exchangers(mx.records)
     if exchangers:
+        targets += [builder.target(r.exchange, "mx", r.preference) for r in exchangers]
         cut = self_cut_preference(exchangers, knowledge, builder.local)
         builder.cut_preference = cut
         for record in exchangers:
@@ -348,13 +409,15 @@ def _plan_dns(builder: _Builder, destination: Destination, knowledge: Knowledge)
                 source="mx",
                 preference=record.preference,
             )
-    elif not mx.records and srv_targets == 0:
-        host = relay_name(destination.host)
+    elif not mx.records and not targets:
+        host = destination.name
+        targets.append(builder.target(host, "implicit", 0))
         ipv6, ipv4 = knowledge.address_answers(host)
         if any(is_local(a, builder.local) for a in ipv6.records + ipv4.records):
             builder.self_cut = True
-            return
-        builder.add_target(host, offered, port=None, source="implicit", preference=0)
+        else:
+            builder.add_target(host, offered, port=None, source="implicit", preference=0)
+    return facts._replace(targets=tuple(targets))
 
 
 def self_cut_preference(
@@ -369,21 +432,6 @@ def self_cut_preference(
         ):
             best = record.preference
     return best
-
-
-def make_destination(
-    host: str, protocols: tuple[Protocol, ...], routes: Mapping[str, dict[bytes, Route | None]]
-) -> Destination:
-    """Routes first (a literal can be a routes key, as in qmail), then literal, then DNS."""
-    routed = []
-    for protocol in protocols:
-        table = routes.get(protocol.service)
-        route = lookup_route(table, host) if table else None
-        if route is not None:
-            routed.append((protocol, route))
-    if routed:
-        return Destination(host, protocols, routes=tuple(routed))
-    return Destination(host, protocols, literal=parse_literal(host))
 
 
 def self_check_verdict(

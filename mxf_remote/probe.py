@@ -7,7 +7,8 @@ the winning connection instead of executing a protocol client, and prints:
 
 * the final **plan**: every attempt with its protocol, exchanger, address, port, MX
   preference or SRV priority, MXPS slice, where it came from, and what became of it;
-* the **timeline** of the dispatch, from the ``Trace`` events: every DNS question (sent,
+* the **timeline** of the dispatch, from the values the dispatch returns (the questions
+  resolution asked, and one fate per attempt of the race): every DNS question (sent,
   answered, status, records) and every connection attempt (started, ended, outcome,
   errno), in milliseconds since the process started;
 * the **winner**, or what ``mxf-remote`` would have reported instead.
@@ -24,23 +25,15 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mxf_remote import trace as _trace
 from mxf_remote.control import Protocol
 
-ATTEMPT_ENDS = {
-    "attempt_failed": "failed",
-    "attempt_won": "won",
-    "attempt_closed_runner_up": "runner-up closed",
-    "attempt_cut_by_self_check": "cut by self-check",
-}
-"""Trace events that end an attempt, and the outcome each one means."""
-
-WON_AT_DEADLINE = "won at deadline"
-"""The outcome of an ``attempt_won`` with ``at_deadline``: it waited for the self-check
-until timeoutconnect ran out, and the better exchangers' lookups still out then counted
-as temporary failures."""
+if TYPE_CHECKING:
+    from mxf_remote.dispatch import Dispatched
+    from mxf_remote.plan import Plan
+    from mxf_remote.race import AttemptFate
 
 
 class ProbeError(Exception):
@@ -119,6 +112,8 @@ class Result:
     plan: list[AttemptRow]
     waiting: list[str]
     queries: list[QueryRow]
+    notes: list[tuple[float, str, str]]
+    """(ms, what, where): moments worth a line of the timeline that are no query or attempt."""
     events: list[dict[str, Any]]
     winner: AttemptRow | None
     elapsed: float
@@ -179,7 +174,7 @@ def run(argv: list[str]) -> int:
         raise ProbeError(f"cannot read the control files in {home}: {error.detail()}") from None
     protocols = _chosen_protocols(control.protocols, arguments.protocols)
 
-    from mxf_remote.plan import make_destination
+    from mxf_remote.destination import make_destination
 
     destination = make_destination(arguments.host, protocols, control.routes)
     nameservers = _nameservers() if destination.needs_dns else []
@@ -188,7 +183,8 @@ def run(argv: list[str]) -> int:
     from mxf_remote.dispatch import run_dispatch
     from mxf_remote.race import Won
 
-    dispatched = run_dispatch(destination, control, nameservers, local=local, trace=trace)
+    dispatched = run_dispatch(destination, control, nameservers, local=local, clock=_trace.now_ms)
+    elapsed = _trace.now_ms()
     outcome = dispatched.outcome
     report = None
     if isinstance(outcome, Won):
@@ -196,29 +192,13 @@ def run(argv: list[str]) -> int:
     else:
         from mxf_remote.explain import explain_failure
 
-        failure = explain_failure(
-            destination, dispatched.knowledge, dispatched.plan, outcome.started
-        )
+        failure = explain_failure(dispatched.plan, outcome)
         report = failure.letter + failure.text.decode("latin-1")
-    trace.event("dispatch_returned")
 
-    from mxf_remote.plan import Attempt, mxps_slice
+    from mxf_remote.timeline import dispatch_events
 
-    rows = [
-        AttemptRow(
-            number,
-            a.protocol.service,
-            a.exchanger,
-            a.address,
-            a.port,
-            a.preference,
-            mxps_slice(a.preference) if a.source == "mx" else None,
-            a.source,
-        )
-        for number, a in enumerate(dispatched.plan.attempts, start=1)
-    ]
-    waiting = [e.lookup for e in dispatched.plan.entries if not isinstance(e, Attempt)]
-    queries, winner, elapsed = _timeline(trace.events, rows)
+    trace.merge(dispatch_events(dispatched))
+    rows, winner = attempt_rows(dispatched.plan, outcome.fates)
     result = Result(
         host=arguments.host,
         protocols=[p.service for p in protocols],
@@ -230,8 +210,9 @@ def run(argv: list[str]) -> int:
         },
         nameservers=nameservers,
         plan=rows,
-        waiting=waiting,
-        queries=queries,
+        waiting=[entry.lookup for entry in dispatched.plan.waiting],
+        queries=query_rows(dispatched),
+        notes=notes(dispatched),
         events=trace.events,
         winner=winner,
         elapsed=elapsed,
@@ -269,7 +250,7 @@ def _chosen_protocols(
 
 
 def _nameservers() -> list[str]:
-    from mxf_remote.resolver import configured_nameservers
+    from mxf_remote.nameservers import configured_nameservers
 
     try:
         return configured_nameservers(os.environ)
@@ -286,83 +267,76 @@ def _local_addresses() -> frozenset[str]:
         raise ProbeError(f"cannot list this machine's addresses: {error}") from None
 
 
-def _timeline(
-    events: list[dict[str, Any]], rows: list[AttemptRow]
-) -> tuple[list[QueryRow], AttemptRow | None, float]:
-    """Pair queries with answers and attempts with their ends; fill in ``rows``."""
-    timeline = _Timeline(rows)
-    for event in events:
-        timeline.take(event)
-    return timeline.finish(events)
+def attempt_rows(
+    plan: Plan, fates: tuple[AttemptFate, ...]
+) -> tuple[list[AttemptRow], AttemptRow | None]:
+    """One row per attempt of the final plan (and per attempt made that the plan no longer
+    has, such as one the self-check cut), with its fate; and the winner's row."""
+    from mxf_remote.plan import mxps_slice
+    from mxf_remote.race import Fate
+
+    by_key = {fate.attempt.key: fate for fate in fates}
+    planned = list(plan.attempts)
+    planned += [f.attempt for f in fates if f.attempt.key not in {a.key for a in planned}]
+    rows: list[AttemptRow] = []
+    winner = None
+    for number, attempt in enumerate(planned, start=1):
+        row = AttemptRow(
+            number,
+            attempt.protocol.service,
+            attempt.exchanger,
+            attempt.address,
+            attempt.port,
+            attempt.preference,
+            mxps_slice(attempt.preference) if attempt.source == "mx" else None,
+            attempt.source,
+        )
+        fate = by_key.get(attempt.key)
+        if fate is not None:
+            row.start, row.end, row.outcome, row.errno = (
+                fate.start,
+                fate.end,
+                fate.fate.value,
+                fate.error,
+            )
+            if fate.fate in (Fate.WON, Fate.WON_AT_DEADLINE):
+                winner = row
+        rows.append(row)
+    return rows, winner
 
 
-class _Timeline:
-    """Reads the trace events in order, one handler per kind."""
+def query_rows(dispatched: Dispatched[Any]) -> list[QueryRow]:
+    """Every DNS question: unanswered ones were cut by timeoutdns or cancelled at the end."""
+    rows = []
+    for query in dispatched.queries:
+        row = QueryRow(query.name, query.rtype, query.sent)
+        if query.answered is not None:
+            row.end, row.status = query.answered, query.status.value
+            from mxf_remote.timeline import describe_record
 
-    def __init__(self, rows: list[AttemptRow]) -> None:
-        self.queries: dict[tuple[str, str], QueryRow] = {}
-        self.by_key = {(row.address, row.port): row for row in rows}
-        self.rows = rows
-        self.winner: AttemptRow | None = None
-        self.race_over: float | None = None
-        self.timed_out = False
-        self.elapsed: float | None = None
+            row.records = [describe_record(r) for r in query.records]
+        elif dispatched.dns_expired_at is not None:
+            row.end, row.status = dispatched.dns_expired_at, "timeoutdns"
+        else:
+            row.status = "cancelled"
+        rows.append(row)
+    return rows
 
-    def take(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "query":
-            key = (event["name"], event["type"])
-            self.queries[key] = QueryRow(event["name"], event["type"], event["t"])
-        elif kind in ("answer", "query_error"):
-            self._answered(event)
-        elif kind == "attempt" or kind in ATTEMPT_ENDS:
-            self._attempt(kind, event)
-        elif kind == "race_timeout":
-            self.race_over, self.timed_out = event["t"], True
-        elif kind == "dispatch_returned":
-            self.elapsed = event["t"]
-            if self.race_over is None:
-                self.race_over = event["t"]
-        elif kind == "dns_timeout":
-            for query in self.queries.values():
-                if query.end is None:
-                    query.end, query.status = event["t"], "timeoutdns"
 
-    def _answered(self, event: dict[str, Any]) -> None:
-        query = self.queries.get((event["name"], event["type"]))
-        if query is not None:
-            query.end = event["t"]
-            query.status = event.get("status", "error")
-            query.records = list(event.get("records", []))
+def notes(dispatched: Dispatched[Any]) -> list[tuple[float, str, str]]:
+    """The moments of the dispatch that are neither a question nor an attempt."""
+    from mxf_remote.race import Lost
 
-    def _attempt(self, kind: str, event: dict[str, Any]) -> None:
-        row = self.by_key.get((event["address"], event["port"]))
-        if row is None:
-            return
-        if kind == "attempt":
-            row.start, row.outcome = event["t"], "abandoned"
-            return
-        row.end, row.outcome = event["t"], ATTEMPT_ENDS[kind]
-        if kind == "attempt_failed":
-            row.errno = event.get("error")
-        elif kind == "attempt_won":
-            self.winner, self.race_over = row, event["t"]
-            if event.get("at_deadline"):
-                row.outcome = WON_AT_DEADLINE
-
-    def finish(
-        self, events: list[dict[str, Any]]
-    ) -> tuple[list[QueryRow], AttemptRow | None, float]:
-        for row in self.rows:
-            if row.outcome == "abandoned":
-                row.end = self.race_over
-                if self.winner is None and self.timed_out:
-                    row.outcome = "timed out"
-        for query in self.queries.values():
-            if query.end is None:
-                query.status = "cancelled"
-        elapsed = self.elapsed if self.elapsed is not None else (events[-1]["t"] if events else 0.0)
-        return list(self.queries.values()), self.winner, elapsed
+    found = [(t, "resolution delay over", name) for name, t in dispatched.delays_over]
+    if dispatched.dns_expired_at is not None:
+        found.append((dispatched.dns_expired_at, "timeoutdns over", ""))
+    outcome = dispatched.outcome
+    for fate in outcome.fates:
+        if fate.parked is not None:
+            found.append((fate.parked, "waits for the self-check", fate.attempt.address))
+    if isinstance(outcome, Lost) and outcome.timed_out:
+        found.append((outcome.ended, "timeoutconnect over", ""))
+    return found
 
 
 # ---------------------------------------------------------------------------------------
@@ -393,8 +367,10 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
 
 
 def _winner_line(w: AttemptRow) -> str:
+    from mxf_remote.race import Fate
+
     when = f"connected at {_ms(w.end)} ms"
-    if w.outcome == WON_AT_DEADLINE:
+    if w.outcome == Fate.WON_AT_DEADLINE.value:
         when = (
             f"won at {_ms(w.end)} ms when timeoutconnect ran out (better exchangers' "
             "lookups still out counted as temporary failures)"
@@ -448,12 +424,8 @@ def render_text(result: Result) -> str:
             what = f"connect {r.protocol} {r.address} port {r.port}"
             detail = r.outcome + (f" ({r.errno})" if r.errno else "")
             timeline.append((r.start, [_ms(r.start), _ms(r.end), what, detail]))
-    for e in result.events:
-        if e["event"] in ("resolution_delay_over", "dns_timeout", "race_timeout") or e[
-            "event"
-        ].startswith("attempt_waits"):
-            where = e.get("name") or e.get("address") or ""
-            timeline.append((e["t"], [_ms(e["t"]), "", e["event"].replace("_", " "), str(where)]))
+    for t, what, where in result.notes:
+        timeline.append((t, [_ms(t), "", what, where]))
     timeline.sort(key=lambda item: item[0])
     out += ["", "Timeline (ms since the probe started)"]
     out += _table(["start", "end", "what", "outcome"], [row for _, row in timeline], {0, 1})

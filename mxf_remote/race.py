@@ -40,20 +40,26 @@ The rules, each small on its own:
   (aiohappyeyeballs learnt this the hard way; its PR 143).
 
 The 50 ms Resolution Delay (an A answer waiting for AAAA) is resolution's business and
-lives in ``resolver.py``.  Everything here runs on the event loop's clock, so a test loop
-with virtual time can check each rule to the millisecond.
+lives in ``resolution.py``.  Everything here runs on the event loop's clock, so a test
+loop with virtual time can check each rule to the millisecond.
+
+What happened is a value, not a log: the outcome (``Won`` or ``Lost``) carries one
+``AttemptFate`` per attempt started -- when it started and ended, and why it ended --
+so the report choice, the probe and the trace all read the same facts.  The race reads
+the plan through a ``PlanSource`` (the current plan, whether resolution is over, the
+self-check's verdict) and wakes up on one ``changed`` event that resolution sets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import errno
 import socket
-from collections.abc import Awaitable, Callable
-from typing import NamedTuple, Protocol
+from collections.abc import Awaitable, Callable, Container
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from mxf_remote.plan import Attempt, Plan, Waiting
-from mxf_remote.trace import Trace
 
 
 class Connection(Protocol):
@@ -67,25 +73,91 @@ class Connection(Protocol):
         ...
 
 
-Connector = Callable[[Attempt], Awaitable[Connection]]
+C = TypeVar("C", bound=Connection)
 
 
-class Won(NamedTuple):
+class Fate(enum.Enum):
+    """How one attempt ended."""
+
+    WON = "won"
+    WON_AT_DEADLINE = "won at deadline"
+    """Parked for the self-check until timeoutconnect ran out (see the rules above)."""
+    FAILED = "failed"
+    """The connect failed: refused, unreachable... (``error`` says which)."""
+    TIMED_OUT = "timed out"
+    """Still connecting when timeoutconnect ran out and nothing won."""
+    RUNNER_UP_CLOSED = "runner-up closed"
+    """Connected, but another attempt had won: closed."""
+    CUT_BY_SELF_CHECK = "cut by self-check"
+    """Connected to an exchanger no closer than we are: closed."""
+    ABANDONED = "abandoned"
+    """Still connecting when another attempt won: cancelled."""
+
+
+class AttemptFate(NamedTuple):
+    """One attempt of the race: when it started and ended (ms on the race's clock), and how."""
+
+    attempt: Attempt
+    start: float
+    end: float
+    fate: Fate
+    error: str | None = None
+    """For ``FAILED``: the errno name (``ECONNREFUSED``...) or the exception's type."""
+    parked: float | None = None
+    """When its handshake completed, if it then waited for the self-check."""
+
+
+class Won(NamedTuple, Generic[C]):
     """The race produced a connection for ``attempt``."""
 
     attempt: Attempt
-    connection: Connection
+    connection: C
+    fates: tuple[AttemptFate, ...] = ()
+    ended: float = 0.0
+    """When the race ended (ms on the race's clock)."""
 
 
 class Lost(NamedTuple):
-    """No connection; ``started`` holds the (address, port) of every attempt made."""
+    """No connection: every attempt started, and how each ended."""
 
-    started: frozenset[tuple[str, int]]
-    failures: tuple[tuple[Attempt, str], ...] = ()
+    fates: tuple[AttemptFate, ...] = ()
     timed_out: bool = False
+    """timeoutconnect ran out (rather than every attempt failing)."""
+    ended: float = 0.0
+
+    @property
+    def started(self) -> frozenset[tuple[str, int]]:
+        """The (address, port) of every attempt made."""
+        return frozenset(f.attempt.key for f in self.fates)
+
+    @property
+    def failures(self) -> tuple[tuple[Attempt, str], ...]:
+        """Attempts that failed or were cut, with the reason, in the order they ended."""
+        ended = sorted(
+            (f for f in self.fates if f.fate in (Fate.FAILED, Fate.CUT_BY_SELF_CHECK)),
+            key=lambda f: f.end,
+        )
+        return tuple((f.attempt, f.error or "self-check") for f in ended)
 
 
-def first_unstarted(plan: Plan, started: set[tuple[str, int]]) -> tuple[Attempt | None, bool]:
+class PlanSource(Protocol):
+    """What the race reads: the plan as DNS answers arrive, and the self-check."""
+
+    def current(self) -> Plan:
+        """The plan for what DNS has answered so far."""
+        ...
+
+    @property
+    def settled(self) -> bool:
+        """True when resolution is over: no lookup can add an attempt any more."""
+        ...
+
+    def may_win(self, attempt: Attempt) -> bool | None:
+        """The self-check's verdict on a connected attempt: True, False, or None (not yet)."""
+        ...
+
+
+def first_unstarted(plan: Plan, started: Container[tuple[str, int]]) -> tuple[Attempt | None, bool]:
     """The next attempt in plan order, and whether a ``Waiting`` marker stands before it."""
     behind_waiting = False
     for entry in plan.entries:
@@ -103,59 +175,76 @@ def describe_error(error: BaseException) -> str:
     return type(error).__name__
 
 
-class Race:
+class _Parked(NamedTuple, Generic[C]):
+    attempt: Attempt
+    connection: C
+    since: float
+
+
+class Race(Generic[C]):
     """One race over a plan that grows as DNS answers."""
 
     def __init__(
         self,
-        plan: Callable[[], Plan],
-        connect: Connector,
+        source: PlanSource,
+        connect: Callable[[Attempt], Awaitable[C]],
         *,
-        resolution_over: Callable[[], bool],
+        changed: asyncio.Event,
         connect_delay: float,
         timeout_connect: float,
-        trace: Trace,
-        may_win: Callable[[Attempt], bool | None] = lambda attempt: True,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        self._plan = plan
-        self._may_win = may_win
-        self._parked: list[Won] = []
+        self._source = source
         self._connect = connect
-        self._resolution_over = resolution_over
+        self._changed = changed
         self._delay = connect_delay
         self._timeout = timeout_connect
-        self._trace = trace
-        self._wake = asyncio.Event()
-        self._started: set[tuple[str, int]] = set()
-        self._in_flight: dict[asyncio.Task[Connection], Attempt] = {}
-        self._failures: list[tuple[Attempt, str]] = []
+        self._clock = clock
+        self._parked: list[_Parked[C]] = []
+        self._starts: list[tuple[Attempt, float]] = []
+        self._start_times: dict[tuple[str, int], float] = {}
+        self._ends: dict[tuple[str, int], AttemptFate] = {}
+        self._in_flight: dict[asyncio.Task[C], Attempt] = {}
         self._first_start: float | None = None
         self._next_allowed = 0.0
         self._hold_since: float | None = None
-        self._winner: Won | None = None
+        self._winner: tuple[Attempt, C] | None = None
         self._finished = False
 
-    def wake(self) -> None:
-        """Something changed (a DNS answer, an attempt ended): look at the plan again."""
-        self._wake.set()
+    def _now_ms(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        return asyncio.get_running_loop().time() * 1000
 
-    async def run(self) -> Won | Lost:
+    async def run(self) -> Won[C] | Lost:
         """Race until a winner, a lost race, or the deadline; losers are closed."""
+        timed_out = False
         try:
-            return await self._conduct()
+            timed_out = await self._conduct()
         finally:
             self._finished = True
             for parked in self._parked:
                 parked.connection.close()
+                self._end(parked.attempt, Fate.RUNNER_UP_CLOSED, parked=parked.since)
+            self._parked = []
             tasks = list(self._in_flight)
             for task in tasks:
-                attempt = self._in_flight[task]
-                self._trace.event("attempt_abandoned", address=attempt.address, port=attempt.port)
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+        ended = self._now_ms()
+        unfinished = Fate.TIMED_OUT if timed_out else Fate.ABANDONED
+        fates = tuple(
+            self._ends.get(attempt.key) or AttemptFate(attempt, start, ended, unfinished)
+            for attempt, start in self._starts
+        )
+        if self._winner is not None:
+            attempt, connection = self._winner
+            return Won(attempt, connection, fates, ended)
+        return Lost(fates, timed_out, ended)
 
-    async def _conduct(self) -> Won | Lost:
+    async def _conduct(self) -> bool:
+        """Run the race; True when timeoutconnect ended it without a winner."""
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
@@ -163,11 +252,10 @@ class Race:
             out_of_time = deadline is not None and now >= deadline
             self._settle_parked(out_of_time)
             if self._winner is not None:
-                return self._winner
+                return False
             if out_of_time:
-                self._trace.event("race_timeout")
-                return Lost(frozenset(self._started), tuple(self._failures), timed_out=True)
-            candidate, behind_waiting = first_unstarted(self._plan(), self._started)
+                return True
+            candidate, behind_waiting = first_unstarted(self._source.current(), self._start_times)
             wake_at: float | None = None
             if candidate is not None:
                 if now < self._next_allowed:
@@ -182,86 +270,77 @@ class Race:
                         self._start(candidate, now)
                         continue
                     wake_at = self._hold_since + self._delay
-            elif not self._in_flight and not self._parked and self._resolution_over():
-                return Lost(frozenset(self._started), tuple(self._failures))
+            elif not self._in_flight and not self._parked and self._source.settled:
+                return False
             if deadline is not None:
                 wake_at = deadline if wake_at is None else min(wake_at, deadline)
             await self._sleep_until(loop, wake_at)
 
     async def _sleep_until(self, loop: asyncio.AbstractEventLoop, when: float | None) -> None:
-        self._wake.clear()
-        timer = None if when is None else loop.call_at(when, self._wake.set)
+        self._changed.clear()
+        timer = None if when is None else loop.call_at(when, self._changed.set)
         try:
-            await self._wake.wait()
+            await self._changed.wait()
         finally:
             if timer is not None:
                 timer.cancel()
 
-    def _settle_parked(self, out_of_time: bool = False) -> None:
+    def _end(
+        self, attempt: Attempt, fate: Fate, *, error: str | None = None, parked: float | None = None
+    ) -> None:
+        start = self._start_times[attempt.key]
+        self._ends[attempt.key] = AttemptFate(attempt, start, self._now_ms(), fate, error, parked)
+
+    def _settle_parked(self, out_of_time: bool) -> None:
         """Connections wait here until the self-check allows or forbids them to win.
 
         ``out_of_time``: the budget is spent, so the lookups the self-check still waits
         for count as temporary failures, and the earliest connection not forbidden wins.
         """
-        waiting: list[Won] = []
+        waiting: list[_Parked[C]] = []
         for parked in self._parked:
-            verdict = self._may_win(parked.attempt) if self._winner is None else False
-            where = {"address": parked.attempt.address, "port": parked.attempt.port}
+            verdict = self._source.may_win(parked.attempt) if self._winner is None else False
             unresolved = verdict is None
             if unresolved and out_of_time:
                 verdict = True
             if verdict is None:
-                if not waiting:
-                    self._trace.event("attempt_waits_for_self_check", **where)
                 waiting.append(parked)
             elif verdict:
-                self._winner = parked
-                why = {"at_deadline": True} if unresolved else {}
-                self._trace.event(
-                    "attempt_won", protocol=parked.attempt.protocol.service, **where, **why
-                )
+                self._winner = (parked.attempt, parked.connection)
+                fate = Fate.WON_AT_DEADLINE if unresolved else Fate.WON
+                self._end(parked.attempt, fate, parked=parked.since)
             else:
                 parked.connection.close()
-                if self._winner is None:
-                    self._failures.append((parked.attempt, "self-check"))
-                    self._trace.event("attempt_cut_by_self_check", **where)
+                fate = Fate.RUNNER_UP_CLOSED if self._winner else Fate.CUT_BY_SELF_CHECK
+                self._end(parked.attempt, fate, parked=parked.since)
         self._parked = waiting
 
     def _start(self, attempt: Attempt, now: float) -> None:
-        self._started.add(attempt.key)
+        started = self._now_ms()
+        self._starts.append((attempt, started))
+        self._start_times[attempt.key] = started
         if self._first_start is None:
             self._first_start = now
         self._next_allowed = now + self._delay
         self._hold_since = None
-        self._trace.event(
-            "attempt",
-            protocol=attempt.protocol.service,
-            exchanger=attempt.exchanger,
-            address=attempt.address,
-            port=attempt.port,
-            source=attempt.source,
-        )
-        task: asyncio.Task[Connection] = asyncio.ensure_future(self._connect(attempt))
+        task: asyncio.Task[C] = asyncio.ensure_future(self._connect(attempt))
         self._in_flight[task] = attempt
         task.add_done_callback(self._attempt_done)
 
-    def _attempt_done(self, task: asyncio.Task[Connection]) -> None:
+    def _attempt_done(self, task: asyncio.Task[C]) -> None:
         attempt = self._in_flight.pop(task)
         if task.cancelled():
             return
         error = task.exception()
-        where = {"address": attempt.address, "port": attempt.port}
         if error is not None:
-            reason = describe_error(error)
-            self._failures.append((attempt, reason))
-            self._trace.event("attempt_failed", error=reason, **where)
+            self._end(attempt, Fate.FAILED, error=describe_error(error))
             self._next_allowed = min(self._next_allowed, asyncio.get_running_loop().time())
         elif self._winner is None and not self._finished:
-            self._parked.append(Won(attempt, task.result()))
+            self._parked.append(_Parked(attempt, task.result(), self._now_ms()))
         else:
             task.result().close()
-            self._trace.event("attempt_closed_runner_up", **where)
-        self._wake.set()
+            self._end(attempt, Fate.RUNNER_UP_CLOSED)
+        self._changed.set()
 
 
 async def connect_tcp(attempt: Attempt) -> socket.socket:

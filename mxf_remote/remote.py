@@ -101,7 +101,7 @@ def deliver(argv: list[str]) -> NoReturn:
     if not protocols:
         _stop(report.NO_PROTOCOL, trace)
 
-    from mxf_remote.plan import make_destination
+    from mxf_remote.destination import make_destination
 
     host = arguments[0]
     destination = make_destination(host, protocols, control.routes)
@@ -112,7 +112,11 @@ def deliver(argv: list[str]) -> NoReturn:
     from mxf_remote.dispatch import run_dispatch
     from mxf_remote.race import Won
 
-    dispatched = run_dispatch(destination, control, nameservers, local=local, trace=trace)
+    dispatched = run_dispatch(destination, control, nameservers, local=local, clock=_trace.now_ms)
+    if trace.enabled:
+        from mxf_remote.timeline import dispatch_events
+
+        trace.merge(dispatch_events(dispatched))
     outcome = dispatched.outcome
     if isinstance(outcome, Won):
         from mxf_remote.handoff import hand_off
@@ -120,7 +124,7 @@ def deliver(argv: list[str]) -> NoReturn:
         trace.mark("handoff", program=outcome.attempt.protocol.program)
         _flush_trace(trace)
         hand_off(
-            outcome.connection,  # type: ignore[arg-type]
+            outcome.connection,
             outcome.attempt,
             arguments,
             environ=os.environ,
@@ -129,15 +133,12 @@ def deliver(argv: list[str]) -> NoReturn:
 
     from mxf_remote.explain import explain_failure
 
-    _stop(
-        explain_failure(destination, dispatched.knowledge, dispatched.plan, outcome.started),
-        trace,
-    )
+    _stop(explain_failure(dispatched.plan, outcome), trace)
 
 
 def _nameservers(trace: _trace.Trace) -> list[str]:
     from mxf_remote import report
-    from mxf_remote.resolver import configured_nameservers
+    from mxf_remote.nameservers import configured_nameservers
 
     try:
         return configured_nameservers(os.environ)

@@ -1,7 +1,8 @@
 """The timeline: what happened when, for ``MXF_TRACE`` and ``mxf-remote-probe``.
 
-Events are kept in memory as they happen (a dict each, with ``t`` = milliseconds on the
-monotonic clock since the process's main module was loaded) and written once, at the end,
+Events are kept in memory (a dict each, with ``t`` = milliseconds on the monotonic clock
+since the process's main module was loaded): marks as they happen, and the dispatch's
+events from its outcome once it is over (``timeline.py``).  They are written once, at the end,
 as JSON lines appended to ``$MXF_TRACE``.  Writing once keeps the race free of file I/O,
 and appending with a single ``write`` keeps lines of concurrent deliveries whole.  A trace
 that cannot be written is dropped silently: fd 1 and fd 2 are the report pipe, and a
@@ -35,6 +36,11 @@ class Trace:
         """Record ``kind`` with ``fields`` at the current time."""
         if self.enabled:
             self.events.append({"t": round(now_ms(), 3), "event": kind, **fields})
+
+    def merge(self, events: list[dict[str, Any]]) -> None:
+        """Add events recorded elsewhere (each with its own ``t``), keeping time order."""
+        if self.enabled:
+            self.events = sorted([*self.events, *events], key=lambda event: event["t"])
 
     def mark(self, kind: str, **fields: Any) -> None:
         """An event that also carries the raw monotonic clock (``mono``, seconds).

@@ -8,9 +8,11 @@ from __future__ import annotations
 import pytest
 
 from mxf_remote.control import Protocol, Route, parse_routes
+from mxf_remote.destination import make_destination
 from mxf_remote.explain import explain_failure
 from mxf_remote.knowledge import MX, SRV, Answer, Knowledge, Status, dns_name
-from mxf_remote.plan import build_plan, make_destination
+from mxf_remote.plan import Attempt, build_plan
+from mxf_remote.race import AttemptFate, Fate, Lost
 
 # spec §3, the outcome table (bytes as printed, NUL-terminated)
 DNS_TEMPORARY = b"ZSorry, I couldn't find any host by that name. (#4.1.2)\n\0"
@@ -100,7 +102,17 @@ def explain(
     plan = build_plan(destination, known, LOCAL)
     if not started:
         assert plan.attempts == (), "the race would have started an attempt"
-    return explain_failure(destination, known, plan, started).encode()
+    return explain_failure(plan, lost(started)).encode()
+
+
+def lost(started: frozenset[tuple[str, int]] = frozenset()) -> Lost:
+    """A lost race that made attempts to ``started``, each refused."""
+    return Lost(
+        tuple(
+            AttemptFate(Attempt(SMTP, address, address, port, "mx", 0), 0.0, 1.0, Fate.FAILED)
+            for address, port in sorted(started)
+        )
+    )
 
 
 class TestMxTemporary:
@@ -394,7 +406,7 @@ class TestNoConnection:
         destination = make_destination("example.com", DEFAULT, {})
         plan = build_plan(destination, known, LOCAL)
         started = frozenset({("192.0.2.77", 25)})
-        assert explain_failure(destination, known, plan, started).encode() == NO_CONNECTION
+        assert explain_failure(plan, lost(started)).encode() == NO_CONNECTION
 
     def test_planned_attempt_started(self) -> None:
         """A started attempt that is still in the plan gives #4.4.1, also after a cut."""
@@ -443,7 +455,7 @@ class TestNoConnection:
         routes = {"smtp": parse_routes([":[192.0.2.50]"], "smtproutes")}
         destination = make_destination("example.com", DEFAULT, routes)
         plan = build_plan(destination, Knowledge(), LOCAL)
-        assert explain_failure(destination, Knowledge(), plan).encode() == NO_CONNECTION
+        assert explain_failure(plan, lost()).encode() == NO_CONNECTION
 
 
 class TestEveryProtocolDeclined:

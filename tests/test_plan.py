@@ -8,17 +8,17 @@ from collections import Counter
 import pytest
 
 from mxf_remote.control import Protocol, Route, parse_routes
+from mxf_remote.destination import Destination, make_destination
 from mxf_remote.knowledge import HARD, MX, SRV, Answer, Knowledge, Status, dns_name
 from mxf_remote.plan import (
     MAX_ATTEMPTS,
     MAX_EXCHANGERS,
     Attempt,
-    Destination,
+    Facts,
     Plan,
     Waiting,
     build_plan,
     is_null_mx,
-    make_destination,
     mxps_slice,
     order_mx_rfc5321,
     order_srv_rfc2782,
@@ -1163,68 +1163,6 @@ class TestWaiting:
         assert waits(plan) == []
 
 
-class TestMakeDestination:
-    """Routes first (a literal can be a routes key), then literal, then DNS."""
-
-    def test_dns(self) -> None:
-        """A domain without routes goes to DNS."""
-        destination = make_destination("example.com", DEFAULT, {})
-        assert destination == Destination("example.com", DEFAULT)
-        assert destination.literal is None
-        assert destination.routes == ()
-
-    def test_literal(self) -> None:
-        """A literal without routes is a literal destination."""
-        destination = make_destination("[IPv6:2001:db8::1]", DEFAULT, {})
-        assert destination.literal == "2001:db8::1"
-        assert destination.routes == ()
-
-    def test_routes_first(self) -> None:
-        """A route for the host makes it routed, in protocol order."""
-        routes = {
-            "smtp": parse_routes([":relay-s"], "smtproutes"),
-            "qmtp": parse_routes(["example.com:relay-q:2209"], "qmtproutes"),
-        }
-        destination = make_destination("EXAMPLE.com", DEFAULT, routes)
-        assert destination.routes == (
-            (QMTP, Route("relay-q", 2209)),
-            (SMTP, Route("relay-s", None)),
-        )
-        assert destination.protocols == DEFAULT
-        assert destination.host == "EXAMPLE.com"
-
-    def test_literal_can_be_routed(self) -> None:
-        """A literal host can be a routes key, as in qmail."""
-        routes = {"smtp": parse_routes(["[192.0.2.9]:relay"], "smtproutes")}
-        destination = make_destination("[192.0.2.9]", DEFAULT, routes)
-        assert destination.routes == ((SMTP, Route("relay", None)),)
-        assert destination.literal is None
-
-    def test_default_route_covers_literals(self) -> None:
-        """The default route applies to literal hosts too."""
-        routes = {"smtp": parse_routes([":relay"], "smtproutes")}
-        assert make_destination("192.0.2.9", DEFAULT, routes).routes == (
-            (SMTP, Route("relay", None)),
-        )
-
-    def test_empty_relay_is_no_route(self) -> None:
-        """An empty relay means DNS for this host."""
-        routes = {"smtp": parse_routes([".af.mil:", ":heaven.af.mil"], "smtproutes")}
-        assert make_destination("inside.af.mil", DEFAULT, routes).routes == ()
-        assert make_destination("example.com", DEFAULT, routes).routes == (
-            (SMTP, Route("heaven.af.mil", None)),
-        )
-
-    def test_routes_of_other_services_ignored(self) -> None:
-        """A routes table for a protocol not in use does not count."""
-        routes = {"lmtp": parse_routes([":relay"], "lmtproutes")}
-        assert make_destination("example.com", DEFAULT, routes).routes == ()
-
-    def test_empty_table(self) -> None:
-        """An empty routes file routes nothing."""
-        assert make_destination("example.com", DEFAULT, {"smtp": {}}).routes == ()
-
-
 class TestPlanValues:
     """The plan's value types."""
 
@@ -1238,7 +1176,7 @@ class TestPlanValues:
         """Plan.attempts drops the Waiting markers, order kept."""
         first = Attempt(SMTP, "a", "192.0.2.1", 25, "mx", 10)
         second = Attempt(SMTP, "b", "192.0.2.2", 25, "mx", 20)
-        plan = Plan((first, Waiting("MX"), second))
+        plan = Plan((first, Waiting("MX"), second), Facts("dns", "example.com"))
         assert plan.attempts == (first, second)
         assert not plan.self_cut
 

@@ -9,14 +9,13 @@ from hypothesis import strategies as st
 
 from mxf_remote.addresses import interleave_families_rfc8305, is_ipv6, is_local
 from mxf_remote.control import Protocol, Route, lookup_route, parse_routes
+from mxf_remote.destination import Destination, make_destination
 from mxf_remote.knowledge import MX, SRV, Answer, Knowledge, Status
 from mxf_remote.plan import (
     MAX_ATTEMPTS,
-    Destination,
     Plan,
     Waiting,
     build_plan,
-    make_destination,
     order_mx_rfc5321,
     order_srv_rfc2782,
 )

@@ -7,13 +7,12 @@ from typing import Any
 import pytest
 
 from mxf_remote.control import Control
+from mxf_remote.destination import Destination
 from mxf_remote.dispatch import Dispatched, dispatch
 from mxf_remote.explain import explain_failure
 from mxf_remote.knowledge import Answer
-from mxf_remote.plan import Destination
-from mxf_remote.race import Lost, Won
+from mxf_remote.race import Fate, Lost, Won
 from mxf_remote.report import DNS_TEMPORARY, NO_CONNECTION, WE_ARE_BEST_MX
-from mxf_remote.trace import Trace
 from tests.scripted import (
     NODATA,
     QMTP,
@@ -36,7 +35,6 @@ def race(
     connector: ScriptedConnector,
     ctl: Control | None = None,
     local: frozenset[str] = frozenset(),
-    trace: Trace | None = None,
 ) -> tuple[Dispatched, float]:
     """Run resolution + race for HOST on a virtual clock; the result and the end time."""
     ctl = ctl or control()
@@ -45,7 +43,7 @@ def race(
     try:
         result = loop.run_until_complete(
             dispatch(destination, ctl, ScriptedLookup(dns), local=local,
-                     trace=trace or Trace(), connect=connector)
+                     connect=connector)
         )
         return result, round(loop.time(), 6)
     finally:
@@ -206,8 +204,7 @@ class TestSelfCheck:
         assert isinstance(result.outcome, Lost)
         assert [c.closed for c in connector.made] == [True]
         assert result.outcome.started == {("10.0.0.2", 25)}
-        report = explain_failure(Destination(HOST, (SMTP,)), result.knowledge, result.plan,
-                                 result.outcome.started)
+        report = explain_failure(result.plan, result.outcome)
         assert report == WE_ARE_BEST_MX
         assert end == pytest.approx(1.0)
 
@@ -227,15 +224,14 @@ class TestSelfCheckAtDeadline:
         dns = {(HOST, "MX"): (0.0, mx((10, "mx1"), (20, "mx2"))),
                **exchanger("mx1", "10.0.0.1", at=mx1_at), **exchanger("mx2", "10.0.0.2")}
         connector = ScriptedConnector({("10.0.0.2", 25): (0.01, "ok")})
-        trace = Trace()
-        result, end = race(dns, connector, control(timeout=2.0), local=self.LOCAL, trace=trace)
+        result, end = race(dns, connector, control(timeout=2.0), local=self.LOCAL)
         assert connector.starts == [(0.25, "10.0.0.2", 25)]
         assert isinstance(result.outcome, Won) and result.outcome.attempt.exchanger == "mx2"
         assert end == pytest.approx(0.25 + 2.0)
         assert [c.closed for c in connector.made] == [False]
-        won = [e for e in trace.events if e["event"] == "attempt_won"]
-        assert [(e["address"], e.get("at_deadline")) for e in won] == [("10.0.0.2", True)]
-        assert "race_timeout" not in [e["event"] for e in trace.events]
+        assert [(f.attempt.address, f.fate, f.end) for f in result.outcome.fates] == [
+            ("10.0.0.2", Fate.WON_AT_DEADLINE, 2250.0)
+        ]
 
     def test_the_earliest_parked_connection_wins_and_the_others_are_closed(self) -> None:
         """MX 30 connects at 760 ms, MX 20 at 1 s, MX 10 silent: MX 30 wins at 2.25 s."""
@@ -259,8 +255,7 @@ class TestSelfCheckAtDeadline:
         result, end = race(dns, connector, control(timeout=2.0), local=self.LOCAL)
         assert isinstance(result.outcome, Lost)
         assert [c.closed for c in connector.made] == [True]
-        report = explain_failure(Destination(HOST, (SMTP,)), result.knowledge, result.plan,
-                                 result.outcome.started)
+        report = explain_failure(result.plan, result.outcome)
         assert report == WE_ARE_BEST_MX
         assert end == pytest.approx(1.0)
 
@@ -274,8 +269,7 @@ class TestSelfCheckAtDeadline:
         assert isinstance(result.outcome, Lost) and result.outcome.timed_out
         assert [c.closed for c in connector.made] == [True]
         assert end == pytest.approx(2.25)
-        report = explain_failure(Destination(HOST, (SMTP,)), result.knowledge, result.plan,
-                                 result.outcome.started)
+        report = explain_failure(result.plan, result.outcome)
         assert report == DNS_TEMPORARY
 
 
@@ -288,9 +282,7 @@ class TestBudget:
         result, end = race(dns, ScriptedConnector(), control(timeout=2.0))
         assert isinstance(result.outcome, Lost) and result.outcome.timed_out
         assert end == pytest.approx(2.0)
-        destination = Destination(HOST, (SMTP,))
-        report = explain_failure(destination, result.knowledge, result.plan,
-                                 result.outcome.started)
+        report = explain_failure(result.plan, result.outcome)
         assert report == NO_CONNECTION
 
     def test_the_budget_counts_from_the_first_start_not_from_dns(self) -> None:
@@ -305,8 +297,7 @@ class TestBudget:
         result, end = race(dns, ScriptedConnector(), control(dns=5.0))
         assert end == pytest.approx(5.0)
         assert isinstance(result.outcome, Lost) and not result.outcome.started
-        report = explain_failure(Destination(HOST, (SMTP,)), result.knowledge, result.plan,
-                                 result.outcome.started)
+        report = explain_failure(result.plan, result.outcome)
         assert report == DNS_TEMPORARY
 
     def test_all_refused_ends_the_race_without_waiting(self) -> None:
@@ -344,3 +335,69 @@ class TestOneWinner:
         assert [s[1] for s in connector.starts] == ["10.0.0.1", "10.0.0.2"]
         assert end == pytest.approx(0.26)
         assert isinstance(result.outcome, Won)
+
+
+class TestFates:
+    """The outcome says, per attempt, when it started and ended and why (ms, virtual clock)."""
+
+    def test_failed_abandoned_and_won(self) -> None:
+        """Refused at 3 ms, silent until the win, won at 18 ms: three fates, exact times."""
+        dns = {(HOST, "MX"): (0.0, mx((10, "mx1"))),
+               **exchanger("mx1", "10.0.0.1", "10.0.0.2", "10.0.0.3")}
+        connector = ScriptedConnector({("10.0.0.1", 25): (0.003, "refused"),
+                                       ("10.0.0.3", 25): (0.01, "ok")})
+        result, _ = race(dns, connector, control(delay=0.005))
+        assert isinstance(result.outcome, Won)
+        assert [(f.attempt.address, round(f.start, 6), round(f.end, 6), f.fate, f.error)
+                for f in result.outcome.fates] == [
+            ("10.0.0.1", 0.0, 3.0, Fate.FAILED, "ECONNREFUSED"),
+            ("10.0.0.2", 3.0, 18.0, Fate.ABANDONED, None),
+            ("10.0.0.3", 8.0, 18.0, Fate.WON, None),
+        ]
+        assert result.outcome.ended == pytest.approx(18.0)
+
+    def test_timed_out(self) -> None:
+        """Nothing answers within timeoutconnect 1 s: both attempts timed out at 1000 ms."""
+        dns = {(HOST, "MX"): (0.0, mx((10, "mx1"))), **exchanger("mx1", "10.0.0.1", "10.0.0.2")}
+        result, _ = race(dns, ScriptedConnector(), control(timeout=1.0))
+        assert isinstance(result.outcome, Lost) and result.outcome.timed_out
+        assert [(f.start, f.end, f.fate) for f in result.outcome.fates] == [
+            (0.0, 1000.0, Fate.TIMED_OUT),
+            (250.0, 1000.0, Fate.TIMED_OUT),
+        ]
+
+    def test_runner_up_closed(self) -> None:
+        """Two handshakes complete in the same instant: one won, the other runner-up closed."""
+        dns = {(HOST, "MX"): (0.0, mx((10, "mx1"))), **exchanger("mx1", "10.0.0.1", "10.0.0.2")}
+        connector = ScriptedConnector({("10.0.0.1", 25): (0.3, "ok"),
+                                       ("10.0.0.2", 25): (0.05, "ok")})
+        result, _ = race(dns, connector)
+        assert isinstance(result.outcome, Won)
+        fates = sorted((f.fate.value, f.end) for f in result.outcome.fates)
+        assert fates == [("runner-up closed", 300.0), ("won", 300.0)]
+        winner = next(f for f in result.outcome.fates if f.fate is Fate.WON)
+        assert winner.attempt == result.outcome.attempt
+
+    def test_parked_then_cut_by_the_self_check(self) -> None:
+        """MX 20 connects at 260 ms, waits, and is cut at 1 s when MX 10 turns out to be us."""
+        dns = {(HOST, "MX"): (0.0, mx((10, "mx1"), (20, "mx2"))),
+               **exchanger("mx1", "10.9.9.9", at=1.0), **exchanger("mx2", "10.0.0.2")}
+        connector = ScriptedConnector({("10.0.0.2", 25): (0.01, "ok")})
+        result, _ = race(dns, connector, local=frozenset({"10.9.9.9"}))
+        assert isinstance(result.outcome, Lost)
+        (fate,) = result.outcome.fates
+        assert (fate.start, fate.parked, fate.end, fate.fate) == (
+            250.0, 260.0, 1000.0, Fate.CUT_BY_SELF_CHECK
+        )
+        assert result.outcome.failures == ((fate.attempt, "self-check"),)
+
+    def test_parked_then_won(self) -> None:
+        """MX 20 connects at 260 ms and wins at 1 s, when MX 10 proves not to be us."""
+        dns = {(HOST, "MX"): (0.0, mx((10, "mx1"), (20, "mx2"))),
+               **exchanger("mx1", "10.0.0.1", at=1.0), **exchanger("mx2", "10.0.0.2")}
+        connector = ScriptedConnector({("10.0.0.2", 25): (0.01, "ok")})
+        result, _ = race(dns, connector, local=frozenset({"10.9.9.9"}))
+        assert isinstance(result.outcome, Won)
+        assert [(f.attempt.address, f.parked, f.end, f.fate) for f in result.outcome.fates] == [
+            ("10.0.0.2", 260.0, 1000.0, Fate.WON),
+        ]

@@ -1,0 +1,88 @@
+"""What one delivery is addressed to, decided once, before any DNS.
+
+``mxf-remote host ...`` names a host; the control files decide what it means:
+
+* a **route**: some protocol's ``control/<service>routes`` has a relay for the host (the
+  routes lookup rules are qmail's, in ``control.lookup_route``).  Then only the routed
+  protocols count, each to its relay: a name (looked up for AAAA and A only) or an
+  address literal, and maybe a port;
+* a **literal**: ``[1.2.3.4]``, bare ``1.2.3.4``, ``[IPv6:...]`` -- no DNS at all;
+* otherwise a **domain**: SRV, MX, AAAA and A.
+
+Everything that later steps need to know about a relay -- its name as DNS stores it,
+its literal address, its port, and the text as the admin wrote it (reports name it) --
+is parsed here once, so that the resolver, the planner and the report choice read the
+same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from mxf_remote.addresses import parse_literal
+from mxf_remote.control import Protocol, Route, lookup_route
+from mxf_remote.knowledge import dns_name
+
+
+class Relay(NamedTuple):
+    """Where one routed protocol goes, parsed once."""
+
+    protocol: Protocol
+    written: str
+    """The relay as the routes file spells it (reports name it so)."""
+    name: str | None
+    """Its DNS name (lower case, no trailing dot), or None for a literal."""
+    literal: str | None
+    """Its address when it is a literal."""
+    port: int
+    """The route's port, else the protocol's default port."""
+
+
+class Destination(NamedTuple):
+    """What one delivery is addressed to."""
+
+    host: str
+    """As given on the command line (reports name it so)."""
+    protocols: tuple[Protocol, ...]
+    """The usable protocols, in ``control/protocols`` order."""
+    literal: str | None = None
+    """The address when ``host`` is a literal."""
+    relays: tuple[Relay, ...] = ()
+    """Non-empty when a routes file sends this host to relays: then only these count."""
+
+    @property
+    def name(self) -> str:
+        """The host as DNS stores it (lower case, no trailing dot)."""
+        return dns_name(self.host)
+
+    @property
+    def needs_dns(self) -> bool:
+        """False for a literal, or when every relay it is routed to is a literal."""
+        if self.literal is not None:
+            return False
+        if self.relays:
+            return any(relay.name is not None for relay in self.relays)
+        return True
+
+
+def parse_relay(protocol: Protocol, route: Route) -> Relay:
+    """One route's relay: a literal address or a DNS name, and the port to use."""
+    literal = parse_literal(route.relay)
+    name = None if literal is not None else dns_name(route.relay)
+    return Relay(protocol, route.relay, name, literal, route.port or protocol.default_port)
+
+
+def make_destination(
+    host: str, protocols: tuple[Protocol, ...], routes: Mapping[str, dict[bytes, Route | None]]
+) -> Destination:
+    """Routes first (a literal can be a routes key, as in qmail), then literal, then DNS."""
+    relays = []
+    for protocol in protocols:
+        table = routes.get(protocol.service)
+        route = lookup_route(table, host) if table else None
+        if route is not None:
+            relays.append(parse_relay(protocol, route))
+    if relays:
+        return Destination(host, protocols, relays=tuple(relays))
+    return Destination(host, protocols, literal=parse_literal(host))

@@ -16,6 +16,7 @@ from mxf_remote.plan import (
     Attempt,
     Facts,
     Plan,
+    Target,
     Waiting,
     build_plan,
     is_null_mx,
@@ -1350,3 +1351,98 @@ class TestKnowledge:
         )
         assert known.outstanding() == 5
         assert Knowledge().outstanding() == 0
+
+
+class TestFacts:
+    """The plan records what it decided, so that the report choice need not work it out."""
+
+    def test_literal(self) -> None:
+        """A literal: kind literal, the host as given, nothing else to say."""
+        plan = build_plan(make_destination("[192.0.2.9]", DEFAULT, {}), Knowledge(), LOCAL)
+        assert plan.facts == Facts("literal", "[192.0.2.9]")
+
+    def test_mx_targets_with_their_address_state(self) -> None:
+        """Each exchanger: addresses, temporarily unresolved, or hard-failed; preference kept."""
+        known = knowledge(
+            mx=ok(MX(10, "a.example"), MX(20, "b.example"), MX(30, "c.example")),
+            hosts={
+                "a.example": ["192.0.2.1"],
+                "b.example": (TEMPFAIL, NODATA),
+                "c.example": (NXDOMAIN, NODATA),
+            },
+        )
+        facts = build_plan(dns("Example.COM"), known, LOCAL).facts
+        assert (facts.kind, facts.host, facts.mx) == ("dns", "Example.COM", Status.OK)
+        assert facts.targets == (
+            Target("a.example", "mx", 10, has_addresses=True, temporary=False, permanent=False),
+            Target("b.example", "mx", 20, has_addresses=False, temporary=True, permanent=False),
+            Target("c.example", "mx", 30, has_addresses=False, temporary=False, permanent=True),
+        )
+        assert not facts.self_cut and facts.cut_preference is None
+
+    def test_exchangers_cut_by_the_self_check_are_still_facts(self) -> None:
+        """We are MX 20: MX 20 and 30 leave the plan but stay in the facts, cut at 20."""
+        known = knowledge(
+            mx=ok(MX(10, "a.example"), MX(20, "us.example"), MX(30, "c.example")),
+            hosts={
+                "a.example": ["192.0.2.1"],
+                "us.example": ["198.51.100.2"],
+                "c.example": ["192.0.2.3"],
+            },
+        )
+        plan = build_plan(dns(), known, LOCAL)
+        assert [t.name for t in plan.facts.targets_from("mx")] == [
+            "a.example", "us.example", "c.example"
+        ]
+        assert (plan.facts.self_cut, plan.facts.cut_preference) == (True, 20)
+        assert {a.exchanger for a in plan.attempts} == {"a.example"}
+
+    def test_srv_targets_declined_and_offered(self) -> None:
+        """SRV targets come first; a lone "." declines its service; offered keeps the rest."""
+        known = knowledge(
+            mx=status(Status.NXDOMAIN),
+            srv={
+                "qmtps": ok(SRV(0, 0, 0, "")),
+                "smtp": ok(SRV(5, 0, 2525, "s.example")),
+            },
+            hosts={"s.example": ["192.0.2.5"]},
+        )
+        facts = build_plan(dns(), known, LOCAL).facts
+        assert facts.declined == frozenset({"qmtps"})
+        assert facts.offered == ("qmtp", "smtp")
+        assert facts.targets_from("srv") == (
+            Target("s.example", "srv", 5, has_addresses=True, temporary=False, permanent=False),
+        )
+        assert facts.targets_from("implicit") == ()
+
+    def test_implicit_mx(self) -> None:
+        """No MX, no SRV target: the host itself is the one target, with its answers."""
+        known = knowledge(mx=status(Status.NODATA), hosts={"example.com": (PENDING, NXDOMAIN)})
+        facts = build_plan(dns(), known, LOCAL).facts
+        assert facts.targets == (
+            Target("example.com", "implicit", 0, has_addresses=False, temporary=True,
+                   permanent=False),
+        )
+
+    def test_null_mx_and_the_cap(self) -> None:
+        """A lone MX 0 . is a null MX; 33 named exchangers are beyond the cap of 32."""
+        null = build_plan(dns(), knowledge(mx=ok(MX(0, ""))), LOCAL).facts
+        assert null.null_mx and not null.beyond_cap
+        many = ok(*(MX(10, f"mx{i}.example") for i in range(MAX_EXCHANGERS + 1)))
+        capped = build_plan(dns(), knowledge(mx=many), LOCAL).facts
+        assert capped.beyond_cap and not capped.null_mx
+        assert len(capped.targets_from("mx")) == MAX_EXCHANGERS
+
+    def test_route_targets_name_the_first_relay(self) -> None:
+        """Routed: the named relays are the targets; reports name the first relay as written."""
+        routes = {
+            "qmtp": parse_routes([":[192.0.2.50]"], "qmtproutes"),
+            "smtp": parse_routes([":Relay.Example"], "smtproutes"),
+        }
+        known = knowledge(hosts={"relay.example": (NXDOMAIN, NXDOMAIN)})
+        facts = build_plan(make_destination("example.com", DEFAULT, routes), known, LOCAL).facts
+        assert (facts.kind, facts.host, facts.mx) == ("route", "[192.0.2.50]", None)
+        assert facts.targets == (
+            Target("relay.example", "route", 0, has_addresses=False, temporary=False,
+                   permanent=True),
+        )

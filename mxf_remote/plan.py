@@ -28,6 +28,12 @@ The order, spec §4, in the words of the standards behind it:
 Random choices (equal MX preferences, SRV weights) are made once, when the answer
 arrives (``order_mx_rfc5321``, ``order_srv_rfc2782``), so that re-planning never
 reshuffles attempts that are already under way.
+
+Beside the entries, a plan carries its ``Facts``: what the planner decided on the way
+(declined services, the SRV and MX targets and the state of their addresses, the cap,
+a null MX, the self-check's cut).  When nothing connects, ``explain.py`` chooses the
+report from those facts alone, and the probe shows them: the rules are applied here,
+once.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from mxf_remote.control import Protocol
 
 if TYPE_CHECKING:
     from mxf_remote.dispatch import Dispatched
-    from mxf_remote.plan import Plan
+    from mxf_remote.plan import Facts, Plan
     from mxf_remote.race import AttemptFate
 
 
@@ -111,6 +111,8 @@ class Result:
     nameservers: list[str]
     plan: list[AttemptRow]
     waiting: list[str]
+    facts: dict[str, Any]
+    """What the planner decided (``plan.Facts``), as JSON shows it."""
     queries: list[QueryRow]
     notes: list[tuple[float, str, str]]
     """(ms, what, where): moments worth a line of the timeline that are no query or attempt."""
@@ -128,6 +130,7 @@ class Result:
             "nameservers": self.nameservers,
             "plan": [row.as_dict() for row in self.plan],
             "waiting": self.waiting,
+            "facts": self.facts,
             "timeline": {
                 "queries": [q.as_dict() for q in self.queries],
                 "attempts": [row.as_dict() for row in self.plan if row.start is not None],
@@ -211,6 +214,7 @@ def run(argv: list[str]) -> int:
         nameservers=nameservers,
         plan=rows,
         waiting=[entry.lookup for entry in dispatched.plan.waiting],
+        facts=facts_dict(dispatched.plan.facts),
         queries=query_rows(dispatched),
         notes=notes(dispatched),
         events=trace.events,
@@ -305,6 +309,21 @@ def attempt_rows(
     return rows, winner
 
 
+def facts_dict(facts: Facts) -> dict[str, Any]:
+    """The plan's facts as JSON shows them."""
+    return {
+        "kind": facts.kind,
+        "mx": None if facts.mx is None else facts.mx.value,
+        "null_mx": facts.null_mx,
+        "declined": sorted(facts.declined),
+        "offered": list(facts.offered),
+        "beyond_cap": facts.beyond_cap,
+        "self_cut": facts.self_cut,
+        "cut_preference": facts.cut_preference,
+        "targets": [target._asdict() for target in facts.targets],
+    }
+
+
 def query_rows(dispatched: Dispatched[Any]) -> list[QueryRow]:
     """Every DNS question: unanswered ones were cut by timeoutdns or cancelled at the end."""
     rows = []
@@ -381,6 +400,30 @@ def _winner_line(w: AttemptRow) -> str:
     )
 
 
+def _fact_lines(facts: dict[str, Any]) -> list[str]:
+    """What the planner decided that the plan table does not show."""
+    lines = []
+    if facts["declined"]:
+        lines.append(f"declined by SRV \".\": {', '.join(facts['declined'])}")
+    if facts["null_mx"]:
+        lines.append("null MX: the domain says it accepts no mail")
+    if facts["beyond_cap"]:
+        lines.append("more exchangers than are resolved: only the first of each answer")
+    if facts["cut_preference"] is not None:
+        lines.append(
+            f"self-check: this machine is MX {facts['cut_preference']}; "
+            "only better exchangers are tried"
+        )
+    for target in facts["targets"]:
+        if not target["has_addresses"]:
+            why = "temporary failure" if target["temporary"] else "no such address"
+            lines.append(
+                f"no address for {target['name']} "
+                f"({target['source']} {target['preference']}): {why}"
+            )
+    return lines
+
+
 def render_text(result: Result) -> str:
     """The default, human-readable output."""
     s = result.settings
@@ -415,6 +458,7 @@ def render_text(result: Result) -> str:
         out.append("(no attempt planned)")
     for lookup in result.waiting:
         out.append(f"still waiting for: {lookup}")
+    out += _fact_lines(result.facts)
     timeline: list[tuple[float, list[str]]] = []
     for q in result.queries:
         detail = q.status + (f": {_records(q.records)}" if q.records else "")

@@ -40,6 +40,8 @@ refused         MX    10 mx.refused
 mx.refused      A     127.0.4.4
 mxps            MX    12801 mx.mxps
 mx.mxps         A     127.0.4.5
+halfgone        MX    10 gone.halfgone
+halfgone        MX    20 mx.healthy
 """
 
 LISTENERS = [
@@ -244,3 +246,24 @@ class TestProbeErrors:
         assert run.returncode == 1
         assert "usage: mxf-remote-probe" in run.stderr
         assert "Traceback" not in run.stderr
+
+
+@pytest.mark.usefixtures("listeners")
+class TestFacts:
+    """The probe shows what the planner decided, from the plan's facts."""
+
+    def test_an_exchanger_without_address(self, home: QmailHome, knot: KnotServer) -> None:
+        """MX 10 does not exist: JSON says so per target, text names it; MX 20 wins."""
+        run = probe(home, "halfgone.probe.test", "--json", env=knot.env)
+        facts = run.json["facts"]
+        assert (facts["kind"], facts["mx"], facts["self_cut"]) == ("dns", "ok", False)
+        targets = {t["name"]: t for t in facts["targets"]}
+        assert targets["gone.halfgone.probe.test"] == {
+            "name": "gone.halfgone.probe.test", "source": "mx", "preference": 10,
+            "has_addresses": False, "temporary": False, "permanent": True,
+        }
+        assert targets["mx.healthy.probe.test"]["has_addresses"] is True
+        assert run.json["connected"] is True
+        text = probe(home, "halfgone.probe.test", env=knot.env).stdout
+        assert "no address for gone.halfgone.probe.test (mx 10): no such address" in text
+

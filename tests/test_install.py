@@ -227,5 +227,8 @@ class TestReadmeInstall:
         venv_program = paths["venv"] / "bin" / "mxf-remote"
         assert link.is_symlink() and os.readlink(link) == str(venv_program)
         assert (qmail.root / "bin" / "qmail-remote.orig").read_text() == ORIGINAL
+        for page in sorted((ROOT / "man").iterdir()):
+            installed_page = paths["venv"] / "share" / "man" / f"man{page.suffix[1:]}" / page.name
+            assert installed_page.read_bytes() == page.read_bytes(), f"{page.name} not installed"
         done = run_through(link, qmail, HOST, SENDER, RECIPIENT)
         assert_delivered(done, arrivals)

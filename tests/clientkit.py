@@ -23,6 +23,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from tests.measured import measured
 from tests.remotekit import AcceptLoop
 
 CLIENT_MODULES = {
@@ -114,7 +115,7 @@ def run_client(
             [*client_command(program), *args],
             stdin=stdin,
             stdout=subprocess.PIPE,
-            env=environment,
+            env=measured(environment),
             preexec_fn=hand_off,
             close_fds=False,
             timeout=timeout,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.infra.netns import listen_tcp
+from tests.measured import measured
 
 MXF_REMOTE = os.path.join(os.path.dirname(sys.executable), "mxf-remote")
 if not os.path.exists(MXF_REMOTE):
@@ -152,7 +153,8 @@ def run_remote(
     with open(message_path, "rb") as message_file:
         started = time.monotonic()
         done = subprocess.run(
-            argv, stdin=message_file, capture_output=True, env=full_env, timeout=timeout,
+            argv, stdin=message_file, capture_output=True, env=measured(full_env),
+            timeout=timeout,
             check=False,
         )
         seconds = time.monotonic() - started

@@ -20,6 +20,7 @@ import pytest
 
 from tests.infra.knot import KnotServer
 from tests.infra.netns import silence
+from tests.measured import measured
 from tests.remotekit import Listeners, QmailHome
 
 pytestmark = [pytest.mark.knot]
@@ -109,7 +110,8 @@ def probe(home: QmailHome, *args: str, env: dict[str, str] | None = None) -> Pro
         **(env or {}),
     }
     done = subprocess.run(
-        [PROBE, *args], capture_output=True, text=True, env=full_env, timeout=30, check=False
+        [PROBE, *args], capture_output=True, text=True, env=measured(full_env), timeout=30,
+        check=False,
     )
     return Probed(done.stdout, done.stderr, done.returncode)
 

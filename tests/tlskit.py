@@ -32,6 +32,8 @@ from typing import Any
 
 import trustme
 
+from tests.measured import measured
+
 TIMEOUT = 20.0
 SERVER_NAME = "mx.example.test"
 
@@ -471,7 +473,7 @@ def launch(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         pass_fds=list(fds.values()),
-        env=env,
+        env=measured(env),
     )
 
 

@@ -32,9 +32,7 @@ from typing import NoReturn
 from mxf_remote.output import finish
 from mxf_remote.plan import Attempt
 from mxf_remote.report import cannot_run
-
-NETWORK_READ_FD = 6
-NETWORK_WRITE_FD = 7
+from mxf_remote.ucspi import NETWORK_READ_FD, NETWORK_WRITE_FD
 
 TLS_VERIFY_VARIABLE = "MXFTLSVERIFY"
 """Set to 1 when CAFILE or CADIR is: the TLS client verifies certificates, and a refused

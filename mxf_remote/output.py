@@ -9,6 +9,14 @@ follow, and every program in this package obeys them through this module:
   delivery into a bounce);
 * the process exits 0 after its reports, also when the write fails (qmail-remote
   ``_exit(0)``s silently on a write error).
+
+It also holds the two rules that make foreign bytes printable inside a report, because
+both the dispatcher's and the clients' reports need them and both import this module:
+
+* ``outsafe``: a host or address, qmail-remote's ``outsafe()`` -- every byte below 33 or
+  above 126 becomes ``?`` (a space too: a host name never has one);
+* ``printable_ascii``: free text (a server's QMTP description, an explanation of ours)
+  -- every byte below 32 or above 126 becomes ``?``, so spaces stay spaces.
 """
 
 from __future__ import annotations
@@ -20,6 +28,17 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 REPORT_FD = 1
+
+
+def outsafe(host: str) -> bytes:
+    """``host`` as qmail-remote's ``outsafe`` prints it: bytes outside 33..126 become ``?``."""
+    raw = host.encode("utf-8", "surrogateescape")
+    return bytes(b if 33 <= b <= 126 else 63 for b in raw)
+
+
+def printable_ascii(raw: bytes) -> bytes:
+    """``raw`` with every byte outside 32..126 as ``?`` (unlike ``outsafe``, 32 is kept)."""
+    return bytes(b if 32 <= b <= 126 else 63 for b in raw)
 
 
 def report_bytes(letter: str, text: bytes) -> bytes:

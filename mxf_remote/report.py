@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from mxf_remote.output import report_bytes
+from mxf_remote.output import outsafe, printable_ascii, report_bytes
 
 
 class Report(NamedTuple):
@@ -28,16 +28,9 @@ class Report(NamedTuple):
         return report_bytes(self.letter, self.text)
 
 
-def printable_host(host: str) -> bytes:
-    """``host`` as qmail-remote's ``outsafe`` prints it: bytes outside 33..126 become ``?``."""
-    raw = host.encode("utf-8", "surrogateescape")
-    return bytes(b if 33 <= b <= 126 else 63 for b in raw)
-
-
 def _one_line(text: str) -> bytes:
     """An explanation squeezed onto one log-safe line (no LF, no NUL, bounded)."""
-    raw = text.encode("utf-8", "surrogateescape")[:900]
-    return bytes(b if 32 <= b <= 126 else 63 for b in raw)
+    return printable_ascii(text.encode("utf-8", "surrogateescape")[:900])
 
 
 USAGE = Report("D", b"I (qmail-remote) was invoked improperly. (#5.3.5)\n")
@@ -63,16 +56,12 @@ NO_RESOURCES = Report("Z", b"System resources temporarily unavailable. (#4.3.0)\
 
 def no_such_host(host: str) -> Report:
     """NXDOMAIN/NODATA everywhere: the host (or relay) named in qmail-remote's words."""
-    return Report(
-        "D", b"Sorry, I couldn't find any host named " + printable_host(host) + b". (#5.1.2)\n"
-    )
+    return Report("D", b"Sorry, I couldn't find any host named " + outsafe(host) + b". (#5.1.2)\n")
 
 
 def null_mx(host: str) -> Report:
     """RFC 7505: the domain publishes a single ``MX 0 .``."""
-    return Report(
-        "D", b"Sorry, " + printable_host(host) + b" does not accept mail (null MX). (#5.1.10)\n"
-    )
+    return Report("D", b"Sorry, " + outsafe(host) + b" does not accept mail (null MX). (#5.1.10)\n")
 
 
 def control_error(detail: str) -> Report:

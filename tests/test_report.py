@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mxf_remote import report
+from mxf_remote.output import outsafe as printable_host
 from mxf_remote.output import report_bytes, write_all
 from mxf_remote.report import (
     Report,
@@ -19,7 +20,6 @@ from mxf_remote.report import (
     internal_error,
     no_such_host,
     null_mx,
-    printable_host,
 )
 
 CONSTANTS = sorted(

@@ -19,14 +19,13 @@ import sys
 from mxf_remote.clients import reports
 from mxf_remote.controlfile import ControlError, qmail_home, read_first_line, read_number
 from mxf_remote.output import finish
+from mxf_remote.ucspi import NETWORK_READ_FD, NETWORK_WRITE_FD
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
-NETWORK_READ_FD = 6
-NETWORK_WRITE_FD = 7
 DEFAULT_TIMEOUT_REMOTE = 1200
 
 

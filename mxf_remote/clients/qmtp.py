@@ -36,8 +36,6 @@ from __future__ import annotations
 
 from mxf_remote.clients import reports
 from mxf_remote.clients.common import (
-    NETWORK_READ_FD,
-    NETWORK_WRITE_FD,
     Finished,
     check_arguments,
     check_network,
@@ -48,6 +46,7 @@ from mxf_remote.clients.common import (
 )
 from mxf_remote.clients.fdio import Connection, ConnectionDied
 from mxf_remote.clients.message import Message, MessageUnreadable
+from mxf_remote.ucspi import NETWORK_READ_FD, NETWORK_WRITE_FD
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
 if TYPE_CHECKING:

@@ -7,7 +7,9 @@ qmail-remote-contract.md §2.1), where qmail-remote has one:
 * ``quit()`` texts: letter, ``<ip>`` inside a fixed sentence, ``.\\n``, then -- when the
   peer said something -- ``Remote host said: `` and the reply lines (CRs removed, NUL as
   ``?``, at most 5000 bytes: HUGESMTPTEXT).  When the 5000 bytes cut a line, we add the
-  LF qmail would have left out, so that every text ends in exactly one LF.
+  LF qmail would have left out, so that every text ends in exactly one LF.  ``<ip>`` is
+  printed as qmail's ``outsafe()`` prints it (``output.outsafe``: bytes outside 33..126
+  as ``?``).
 * recipient reports ``r``/``h``/``s``; ``DGiving up on <ip>.`` carries no reply text
   (qmail-remote already printed it in the last recipient report).
 
@@ -33,18 +35,12 @@ Texts of our own, where qmail-remote has none (the wording follows its style):
 
 from __future__ import annotations
 
-from mxf_remote.output import report_bytes
+from mxf_remote.output import outsafe, printable_ascii, report_bytes
 
 HUGESMTPTEXT = 5000
 """qmail-remote keeps at most this many bytes of the peer's reply text."""
 
 MAX_INTERNAL_ERROR = 400
-
-
-def safe_ip(ip: str) -> bytes:
-    """``<ip>`` as printed: bytes outside 33..126 as ``?`` (qmail's ``outsafe``)."""
-    raw = ip.encode("utf-8", "surrogateescape")
-    return bytes(b if 33 <= b <= 126 else 63 for b in raw)
 
 
 def remote_said(text: bytes) -> bytes:
@@ -59,7 +55,7 @@ def remote_said(text: bytes) -> bytes:
 
 def _quit(letter: str, prefix: bytes, ip: str, suffix: bytes, text: bytes = b"") -> bytes:
     """qmail-remote's ``quit(prepend, append)``: the message report."""
-    return report_bytes(letter, prefix + safe_ip(ip) + suffix + b".\n" + remote_said(text))
+    return report_bytes(letter, prefix + outsafe(ip) + suffix + b".\n" + remote_said(text))
 
 
 # -- the run itself -------------------------------------------------------------------
@@ -104,7 +100,7 @@ def connection_died(ip: str, *, critical: bool) -> bytes:
     """Read or write failed, or timed out; ``critical`` once the final dot is on its way."""
     duplicate = b"Possible duplicate! " if critical else b""
     return report_bytes(
-        "Z", b"Connected to " + safe_ip(ip) + b" but connection died. " + duplicate + b"(#4.4.2)\n"
+        "Z", b"Connected to " + outsafe(ip) + b" but connection died. " + duplicate + b"(#4.4.2)\n"
     )
 
 
@@ -133,7 +129,7 @@ def recipient_accepted() -> bytes:
 
 def recipient_rejected(letter: str, ip: str, text: bytes) -> bytes:
     """RCPT got 5xx (``h``) or 4xx (``s``)."""
-    return report_bytes(letter, safe_ip(ip) + b" does not like recipient.\n" + remote_said(text))
+    return report_bytes(letter, outsafe(ip) + b" does not like recipient.\n" + remote_said(text))
 
 
 def giving_up(ip: str) -> bytes:
@@ -162,7 +158,7 @@ def not_smtp(ip: str, text: bytes, *, critical: bool) -> bytes:
     return report_bytes(
         "Z",
         b"Connected to "
-        + safe_ip(ip)
+        + outsafe(ip)
         + b" but the remote host did not talk proper SMTP. "
         + duplicate
         + b"(#4.5.0)\n"
@@ -178,7 +174,7 @@ def starttls_refused(ip: str, text: bytes) -> bytes:
 def tls_failed(ip: str) -> bytes:
     """220 to STARTTLS, then no TLS session: handshake, certificate or engine failure."""
     return report_bytes(
-        "Z", b"TLS handshake with " + safe_ip(ip) + b" failed after STARTTLS. (#4.4.2)\n"
+        "Z", b"TLS handshake with " + outsafe(ip) + b" failed after STARTTLS. (#4.4.2)\n"
     )
 
 
@@ -215,8 +211,10 @@ def not_qmtp(*, critical: bool) -> bytes:
 def qmtp_text(description: bytes) -> bytes:
     """A QMTP description as report text: bytes below 32 or above 126 as ``?``, then LF.
 
-    An empty description stays empty (no ``Remote host said:`` line then).
+    An empty description stays empty (no ``Remote host said:`` line then).  The rule is
+    ``printable_ascii``, not the ``outsafe`` that ``<ip>`` gets: a description is prose,
+    and its spaces (byte 32) stay spaces.
     """
     if not description:
         return b""
-    return bytes(b if 32 <= b <= 126 else 63 for b in description[:HUGESMTPTEXT]) + b"\n"
+    return printable_ascii(description[:HUGESMTPTEXT]) + b"\n"

@@ -50,8 +50,6 @@ import os
 
 from mxf_remote.clients import reports
 from mxf_remote.clients.common import (
-    NETWORK_READ_FD,
-    NETWORK_WRITE_FD,
     Finished,
     check_arguments,
     check_network,
@@ -64,6 +62,7 @@ from mxf_remote.clients.common import (
 from mxf_remote.clients.envelope import path_problem, smtp_path
 from mxf_remote.clients.fdio import Connection, ConnectionDied, LineTooLong, read_until_eof
 from mxf_remote.clients.message import Message, MessageUnreadable, SmtpDataEncoder
+from mxf_remote.ucspi import NETWORK_READ_FD, NETWORK_WRITE_FD
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
 if TYPE_CHECKING:

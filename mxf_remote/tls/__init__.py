@@ -5,5 +5,8 @@
 s6 namesakes, so ``control/tlsclient`` and ``control/ucspitlsclient`` can name either.  Both
 fork an *engine* (:mod:`mxf_remote.tls.engine`) that moves bytes between the ciphertext
 connection and cleartext pipes (:mod:`mxf_remote.tls.pump`), and both exec the protocol
-program in the original process, so that it keeps the pid qmail-rspawn waits for.
+program in the original process, so that it keeps the pid qmail-rspawn waits for.  What
+the two programs share around that -- the guard and its exception policy, the command-line
+check, the exec -- is :mod:`mxf_remote.tls.program`; every report either can print is in
+:mod:`mxf_remote.tls.reports`.
 """

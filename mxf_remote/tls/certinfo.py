@@ -92,7 +92,11 @@ def _oid(raw: bytes) -> str:
 
 
 def _printable(text: str) -> str:
-    """Control characters (and NUL, which an environment cannot carry) become ``?``."""
+    """Control characters (and NUL, which an environment cannot carry) become ``?``.
+
+    Not ``output.printable_ascii``: this is a variable's value, not a report, and its
+    non-ASCII characters stay (UTF-8 in the environment), as s6-tlsc leaves them.
+    """
     return "".join("?" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in text)
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+from mxf_remote.ucspi import NETWORK_READ_FD, NETWORK_WRITE_FD
+
 FLAGS = "SsJjYyZz"
 WITH_ARGUMENT = "vKk67"
 
@@ -59,8 +61,8 @@ class Options:
         self.verbosity = 1  # -v: accepted; we never write diagnostics (fd 2 is the report)
         self.handshake_ms = DEFAULT_HANDSHAKE_MS  # -K; 0 = no limit
         self.servername: str | None = None  # -k: SNI, and the name verified with CAFILE/CADIR
-        self.rfd = 6  # -6: ciphertext read descriptor
-        self.wfd = 7  # -7: ciphertext write descriptor
+        self.rfd = NETWORK_READ_FD  # -6: ciphertext read descriptor
+        self.wfd = NETWORK_WRITE_FD  # -7: ciphertext write descriptor
         self.verify = True  # --no-verify-cert turns verification off even with CAFILE
         self.prog: list[str] = []
 

@@ -41,6 +41,7 @@ import stat
 import time
 
 from mxf_remote.tls.certinfo import DERError, cert_hash, subject_oneline
+from mxf_remote.tls.reports import timed_out
 
 CHUNK = 64 * 1024
 """Bytes per read.  Measured with bench/tls_pump.py: 256 KiB reads cost ~1.7x the CPU per
@@ -201,7 +202,7 @@ def handshake(
             return pending
         pending += session.outgoing.read()
         if not _wait_one(net_w if pending else net_r, _OUT if pending else _IN, deadline, watch):
-            raise HandshakeFailed(f"timed out after {timeout_ms} ms")
+            raise HandshakeFailed(timed_out(timeout_ms))
         try:
             if pending:
                 del pending[: net_w.write(pending) or 0]

@@ -11,11 +11,10 @@ SSL_PEER_CERT_HASH and SSL_PEER_CERT_SUBJECT set.
 
 Unlike s6-tlsc, we sit where qmail-rspawn expects a qmail-remote report, so every way of
 not running prog ends in a report on fd 1 and exit 0 (s6 exits 96/98/100/111, which
-qmail-rspawn would turn into a bounce):
-
-    ZTLS handshake with <TCPREMOTEIP> failed: <reason>. (#4.4.2)
-    ZTLS client configuration error: <reason>. (#4.3.0)
-    ZUnable to run <prog>: <reason>. (#4.3.0)
+qmail-rspawn would turn into a bounce): the guard, the command line and the exec are
+:mod:`mxf_remote.tls.program`'s, the texts :mod:`mxf_remote.tls.reports`'.  This module
+adds what only implicit TLS needs: waiting for the engine's word on the handshake, and
+turning it into a report or into prog's fds 6/7 and SSL_* variables.
 
 This module is on the path of every implicit-TLS delivery: it imports ``os`` and
 ``select`` only; ``ssl`` is loaded in the engine.
@@ -25,14 +24,15 @@ from __future__ import annotations
 
 import os
 import select
-import sys
 
-from mxf_remote.output import finish, report_bytes
-from mxf_remote.tls.options import Options, UsageError, cleaned_environment, parse_options
+from mxf_remote.output import finish
+from mxf_remote.tls import reports
+from mxf_remote.tls.options import cleaned_environment
+from mxf_remote.tls.program import checked_options, exec_prog, run_guarded
+from mxf_remote.ucspi import NETWORK_READ_FD, NETWORK_WRITE_FD
 
 TYPE_CHECKING = False  # typing costs an import per delivery; annotations are strings
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import NoReturn
 
 PROGRAM = "mxf-remote-tlsc"
@@ -42,13 +42,9 @@ BACKSTOP_SECONDS = 10.0
 _REAP_SECONDS = 2.0
 
 
-def report_temporary(text: str) -> NoReturn:
-    """Print one Z report (``text`` gets its trailing LF here) and exit 0."""
-    finish(report_bytes("Z", os.fsencode(text + "\n")))
-
-
-def _peer_name(servername: str | None) -> str:
-    return os.environ.get("TCPREMOTEIP") or servername or "the remote host"
+def _peer_name(servername: str | None) -> str | None:
+    """The peer as reports name it: ``TCPREMOTEIP``, else the ``-k`` name."""
+    return os.environ.get("TCPREMOTEIP") or servername
 
 
 def _read_notification(fd: int, timeout_ms: int) -> bytes | None:
@@ -96,14 +92,6 @@ def _reap(pid: int, *, kill: bool) -> None:
         time.sleep(0.005)
 
 
-def exec_prog(prog: list[str], env: dict[str, str]) -> NoReturn:
-    """execvp ``prog``; if that fails, the qmail-remote way of saying so."""
-    try:
-        os.execvpe(prog[0], prog, env)
-    except OSError as exc:
-        report_temporary(f"Unable to run {prog[0]}: {exc.strerror or exc}. (#4.3.0)")
-
-
 def _move_to(fd_read: int, fd_write: int) -> None:
     """Put ``fd_read`` on fd 6 and ``fd_write`` on fd 7, whatever numbers they have now."""
     import fcntl
@@ -112,34 +100,10 @@ def _move_to(fd_read: int, fd_write: int) -> None:
     high_write = fcntl.fcntl(fd_write, fcntl.F_DUPFD_CLOEXEC, 10)
     os.close(fd_read)
     os.close(fd_write)
-    os.dup2(high_read, 6)
-    os.dup2(high_write, 7)
+    os.dup2(high_read, NETWORK_READ_FD)
+    os.dup2(high_write, NETWORK_WRITE_FD)
     os.close(high_read)
     os.close(high_write)
-
-
-def run_guarded(
-    program: str, body: Callable[[list[str]], NoReturn], argv: list[str] | None
-) -> NoReturn:
-    """Run ``body`` on the arguments; any unexpected exception is a Z report, never a trace."""
-    try:
-        body(sys.argv[1:] if argv is None else argv)
-    except Exception as exc:
-        report_temporary(f"{program} internal error: {type(exc).__name__}: {exc} (#4.3.0)")
-
-
-def checked_options(program: str, args: list[str]) -> Options:
-    """The options, with the ciphertext descriptors known to be open; else a Z report."""
-    try:
-        options = parse_options(args)
-    except UsageError as exc:
-        report_temporary(f"Unable to run {program}: {exc}. (#4.3.0)")
-    for fd in (options.rfd, options.wfd):
-        try:
-            os.fstat(fd)
-        except OSError:
-            report_temporary(f"Unable to run {program}: descriptor {fd} is not open. (#4.3.0)")
-    return options
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -173,16 +137,14 @@ def _main(args: list[str]) -> NoReturn:
     peer = _peer_name(options.servername)
     if message is None:
         _reap(child, kill=True)
-        report_temporary(
-            f"TLS handshake with {peer} failed: timed out after {options.handshake_ms} ms. (#4.4.2)"
-        )
+        finish(reports.handshake_timed_out(peer, options.handshake_ms))
     status, body = message[:1], message[1:]
     if status != b"+":
         _reap(child, kill=False)
-        reason = _one_line(body) or "the TLS engine died"
+        reason = reports.engine_reason(body)
         if status == b"C":
-            report_temporary(f"TLS client configuration error: {reason}. (#4.3.0)")
-        report_temporary(f"TLS handshake with {peer} failed: {reason}. (#4.4.2)")
+            finish(reports.configuration_error(reason))
+        finish(reports.handshake_failed(peer, reason))
     from mxf_remote.tls.envblock import IncompleteBlock, apply_env_block, parse_env_block
 
     prog_env = cleaned_environment(options)
@@ -190,18 +152,12 @@ def _main(args: list[str]) -> NoReturn:
         apply_env_block(prog_env, parse_env_block(body))
     except (IncompleteBlock, ValueError):
         _reap(child, kill=True)
-        report_temporary(f"TLS handshake with {peer} failed: the TLS engine died. (#4.4.2)")
+        finish(reports.engine_died(peer))
     for fd in (options.rfd, options.wfd):
-        if fd not in (6, 7):
+        if fd not in (NETWORK_READ_FD, NETWORK_WRITE_FD):
             os.close(fd)
     _move_to(to_prog_r, from_prog_w)
     exec_prog(options.prog, prog_env)
-
-
-def _one_line(raw: bytes) -> str:
-    text = raw.decode("utf-8", "replace")
-    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
-    return text[:400].rstrip(".")
 
 
 if __name__ == "__main__":

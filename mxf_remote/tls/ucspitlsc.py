@@ -15,7 +15,9 @@ s6-ucspitlsc implements it):
   failure shows as EOF on SSLREADFD (and, after ``Y``, on SSLCTLFD before the block ends).
 
 The engine child (:mod:`mxf_remote.tls.engine`) waits on the control socket and loads
-``ssl`` and the trust anchors meanwhile; this process imports neither.
+``ssl`` and the trust anchors meanwhile; this process imports neither.  The guard, the
+command line and the exec are :mod:`mxf_remote.tls.program`'s, as for mxf-remote-tlsc;
+this program's only reports are the ``Unable to run`` ones and an internal error.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import os
 
 from mxf_remote.tls.options import cleaned_environment
-from mxf_remote.tls.tlsc import checked_options, exec_prog, run_guarded
+from mxf_remote.tls.program import checked_options, exec_prog, run_guarded
 
 TYPE_CHECKING = False  # typing costs an import per delivery; annotations are strings
 if TYPE_CHECKING:

@@ -31,6 +31,7 @@ from mxf_remote import trace as _trace
 from mxf_remote.control import Protocol
 
 if TYPE_CHECKING:
+    from mxf_remote.conversation import Conversation
     from mxf_remote.dispatch import Dispatched
     from mxf_remote.plan import Facts, Plan
     from mxf_remote.race import AttemptFate
@@ -54,6 +55,11 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("host", help="a domain name or an address literal such as [192.0.2.1]")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--conversation",
+        action="store_true",
+        help="after the race, speak SMTP with the winner up to QUIT (never MAIL) and time it",
+    )
     parser.add_argument(
         "--protocols",
         metavar="LIST",
@@ -120,6 +126,7 @@ class Result:
     winner: AttemptRow | None
     elapsed: float
     report: str | None
+    conversation: Conversation | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The ``--json`` object."""
@@ -140,6 +147,7 @@ class Result:
             "connected": self.winner is not None,
             "elapsed_ms": self.elapsed,
             "report": self.report,
+            **({} if self.conversation is None else {"conversation": _conversation_dict(self)}),
         }
 
 
@@ -190,8 +198,22 @@ def run(argv: list[str]) -> int:
     elapsed = _trace.now_ms()
     outcome = dispatched.outcome
     report = None
+    conversation = None
     if isinstance(outcome, Won):
-        outcome.connection.close()
+        if arguments.conversation and speaks_smtp_in_clear(outcome.attempt.protocol):
+            from mxf_remote.conversation import converse
+
+            attempt = outcome.attempt
+            conversation = converse(
+                outcome.connection,
+                server_name=attempt.exchanger if attempt.named else None,
+                helohost=_helohost(home),
+                timeout=CONVERSATION_STEP_TIMEOUT,
+                environ=os.environ,
+                clock=_trace.now_ms,
+            )
+        else:
+            outcome.connection.close()
     else:
         from mxf_remote.explain import explain_failure
 
@@ -221,12 +243,43 @@ def run(argv: list[str]) -> int:
         winner=winner,
         elapsed=elapsed,
         report=report,
+        conversation=conversation,
     )
     if arguments.json:
         print(json.dumps(result.as_dict(), indent=2, default=str))
     else:
         print(render_text(result))
     return 0 if winner is not None else 1
+
+
+CONVERSATION_STEP_TIMEOUT = 30.0
+"""Seconds each step of ``--conversation`` may take (a reply, the handshake, a write)."""
+
+
+def speaks_smtp_in_clear(protocol: Protocol) -> bool:
+    """True for a protocol whose connection starts with an SMTP banner in clear text.
+
+    The service label ``smtp`` or the program mxf-remote-smtpc, and no implicit TLS.
+    """
+    program = os.path.basename(protocol.program_path or protocol.program)
+    smtp = protocol.service == "smtp" or program == "mxf-remote-smtpc"
+    return smtp and not protocol.implicit_tls
+
+
+def _helohost(home: str) -> str:
+    """The name the client would give: control/helohost, control/me, else this machine's."""
+    from mxf_remote.controlfile import ControlError, read_first_line
+
+    for name in ("helohost", "me"):
+        try:
+            value = read_first_line(home, name)
+        except ControlError:
+            continue
+        if value:
+            return value
+    import socket
+
+    return socket.getfqdn()
 
 
 def _chosen_protocols(
@@ -385,7 +438,7 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
     return [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
 
 
-def _winner_line(w: AttemptRow) -> str:
+def _winner_line(w: AttemptRow, *, closed: bool) -> str:
     from mxf_remote.race import Fate
 
     when = f"connected at {_ms(w.end)} ms"
@@ -394,9 +447,8 @@ def _winner_line(w: AttemptRow) -> str:
             f"won at {_ms(w.end)} ms when timeoutconnect ran out (better exchangers' "
             "lookups still out counted as temporary failures)"
         )
-    return (
-        f"Winner: {w.protocol} to {w.exchanger} {w.address} port {w.port}, "
-        f"{when} (closed: the probe hands nothing off)"
+    return f"Winner: {w.protocol} to {w.exchanger} {w.address} port {w.port}, {when}" + (
+        " (closed: the probe hands nothing off)" if closed else ""
     )
 
 
@@ -404,7 +456,7 @@ def _fact_lines(facts: dict[str, Any]) -> list[str]:
     """What the planner decided that the plan table does not show."""
     lines = []
     if facts["declined"]:
-        lines.append(f"declined by SRV \".\": {', '.join(facts['declined'])}")
+        lines.append(f'declined by SRV ".": {", ".join(facts["declined"])}')
     if facts["null_mx"]:
         lines.append("null MX: the domain says it accepts no mail")
     if facts["beyond_cap"]:
@@ -422,6 +474,13 @@ def _fact_lines(facts: dict[str, Any]) -> list[str]:
                 f"({target['source']} {target['preference']}): {why}"
             )
     return lines
+
+
+def _conversation_dict(result: Result) -> dict[str, Any]:
+    from mxf_remote.conversation import as_dict
+
+    assert result.conversation is not None
+    return as_dict(result.conversation)
 
 
 def render_text(result: Result) -> str:
@@ -476,11 +535,15 @@ def render_text(result: Result) -> str:
     out.append("")
     w = result.winner
     if w is not None:
-        out.append(_winner_line(w))
+        out.append(_winner_line(w, closed=result.conversation is None))
     else:
         out.append(f"No connection after {_ms(result.elapsed)} ms.")
         if result.report:
             lines = result.report.rstrip("\n").split("\n")
             out.append("mxf-remote would report: " + lines[0])
             out += ["  " + line for line in lines[1:]]
+    if result.conversation is not None:
+        from mxf_remote.conversation import render_text as conversation_lines
+
+        out += ["", *conversation_lines(result.conversation)]
     return "\n".join(out)

@@ -22,6 +22,7 @@ from tests.infra.knot import KnotServer
 from tests.infra.netns import silence
 from tests.measured import measured
 from tests.remotekit import Listeners, QmailHome
+from tests.tlskit import AiosmtpdServer, Certs
 
 pytestmark = [pytest.mark.knot]
 
@@ -43,6 +44,8 @@ mxps            MX    12801 mx.mxps
 mx.mxps         A     127.0.4.5
 halfgone        MX    10 gone.halfgone
 halfgone        MX    20 mx.healthy
+talk            MX    10 mx.talk
+mx.talk         A     127.0.4.7
 """
 
 LISTENERS = [
@@ -268,4 +271,56 @@ class TestFacts:
         assert run.json["connected"] is True
         text = probe(home, "halfgone.probe.test", env=knot.env).stdout
         assert "no address for gone.halfgone.probe.test (mx 10): no such address" in text
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A trustme CA and its CAFILE."""
+    return Certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def tls_server(certs: Certs, listeners: Listeners) -> Iterator[AiosmtpdServer]:
+    """aiosmtpd with STARTTLS for mx.talk.probe.test on its MX address."""
+    server = AiosmtpdServer("127.0.4.7", SMTP_PORT, certs.named_context("mx.talk.probe.test"))
+    yield server
+    server.close()
+
+
+class TestConversation:
+    """--conversation: the SMTP conversation with the winner, timed, up to QUIT."""
+
+    def test_starttls_conversation_on_the_probes_clock(
+        self, home: QmailHome, knot: KnotServer, certs: Certs, tls_server: AiosmtpdServer
+    ) -> None:
+        """Banner to QUIT after the race, TLS verified with CAFILE, and no message sent."""
+        env = {**knot.env, "CAFILE": str(certs.cafile)}
+        result = probe(home, "talk.probe.test", "--json", "--conversation", env=env).json
+        talk = result["conversation"]
+        assert [p["phase"] for p in talk["phases"]] == [
+            "banner", "EHLO", "STARTTLS", "TLS handshake", "EHLO after TLS", "QUIT"
+        ]
+        assert talk["phases"][0]["start_ms"] >= result["winner"]["end"]
+        assert "STARTTLS" in talk["keywords_before_tls"]
+        tls = talk["tls"]
+        assert (tls["checked_name"], tls["verified"]) == ("mx.talk.probe.test", True)
+        assert tls["names"] == ["DNS:mx.talk.probe.test"]
+        assert talk["error"] is None
+        assert tls_server.no_arrival()
+
+    def test_text_shows_the_phases(
+        self, home: QmailHome, knot: KnotServer, tls_server: AiosmtpdServer
+    ) -> None:
+        """The text form ends with the conversation; without CAFILE the verdict says why."""
+        run = probe(home, "talk.probe.test", "--conversation", env=knot.env)
+        assert run.returncode == 0
+        assert "TLS handshake" in run.stdout and "Conversation complete." in run.stdout
+        assert "(closed: the probe hands nothing off)" not in run.stdout
+        assert "unable to get local issuer certificate" in run.stdout
+
+    def test_no_conversation_with_a_qmtp_winner(self, home: QmailHome, knot: KnotServer) -> None:
+        """A QMTP winner is closed as without the option: QMTP has no banner to time."""
+        result = probe(home, "mxps.probe.test", "--json", "--conversation", env=knot.env).json
+        assert result["winner"]["protocol"] == "qmtp"
+        assert "conversation" not in result
 

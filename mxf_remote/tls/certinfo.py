@@ -5,6 +5,8 @@ verified; in opportunistic mode (no CAFILE/CADIR) it returns ``{}``.  The DER fo
 always available, so the subject is read from it here with a tiny DER walker: Certificate
 → TBSCertificate → [version], serial, signature, issuer, validity, **subject**.
 
+``subject_alt_names`` reads the subjectAltName extension the same way (for the probe).
+
 The subject is printed in OpenSSL's one-line form (``/C=FR/O=Example/CN=mx.example``), what
 s6-tlsc prints with its LibreSSL backend.  Consumers must treat it as opaque.
 """
@@ -132,3 +134,45 @@ def subject_oneline(der: bytes) -> str:
 def cert_hash(der: bytes) -> str:
     """``SHA256:<hex>`` of the DER end-entity certificate (s6's SSL_PEER_CERT_HASH)."""
     return "SHA256:" + hashlib.sha256(der).hexdigest()
+
+
+_SAN_OID = "2.5.29.17"
+_GENERAL_NAMES = {0x81: "email", 0x82: "DNS", 0x86: "URI", 0x87: "IP"}
+"""GeneralName choices shown (context tags 1, 2, 6, 7); others are skipped."""
+
+
+def subject_alt_names(der: bytes, *, limit: int = 100, longest: int = 255) -> list[str]:
+    """The subjectAltNames of a DER certificate, OpenSSL-style (``DNS:name``).
+
+    At most ``limit`` names of at most ``longest`` characters each: the certificate
+    comes from a server we do not trust.
+    """
+    import ipaddress
+
+    _, cert_start, cert_end = _item(der, 0, len(der))
+    _, tbs_start, tbs_end = _item(der, cert_start, cert_end)
+    names: list[str] = []
+    for tag, start, end in _children(der, tbs_start, tbs_end):
+        if tag != 0xA3:  # [3] extensions
+            continue
+        _, list_start, list_end = _item(der, start, end)
+        for _, ext_start, ext_end in _children(der, list_start, list_end):
+            parts = _children(der, ext_start, ext_end)
+            if len(parts) < 2 or parts[0][0] != 0x06 or parts[-1][0] != 0x04:
+                continue
+            if _oid(der[parts[0][1] : parts[0][2]]) != _SAN_OID:
+                continue
+            _, names_start, names_end = _item(der, parts[-1][1], parts[-1][2])
+            for name_tag, value_start, value_end in _children(der, names_start, names_end):
+                kind = _GENERAL_NAMES.get(name_tag)
+                raw = der[value_start:value_end]
+                if kind is None:
+                    continue
+                if kind == "IP" and len(raw) in (4, 16):
+                    value = str(ipaddress.ip_address(raw))
+                else:
+                    value = _printable(raw.decode("utf-8", "replace"))
+                names.append(f"{kind}:{value[:longest]}")
+                if len(names) >= limit:
+                    return names
+    return names

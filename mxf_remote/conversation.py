@@ -23,7 +23,7 @@ and against the system default store as well (``verified_default``), which tells
 the configured CAs are needed.  The name checked is the exchanger's (``checked_name``);
 an exchanger without a name (an address literal) gets its chain checked, as the TLS
 clients do without ``-k``.  Python's ``ssl`` cannot verify a chain outside a handshake,
-so the check calls OpenSSL's ``X509_verify_cert`` in the libcrypto the ``ssl`` module
+so the check (``tls/chaincheck.py``) calls OpenSSL's ``X509_verify_cert`` in the libcrypto the ``ssl`` module
 already has loaded (ctypes), with the purpose (``ssl_server``), the verification flags
 and the host flags the TLS clients' context uses: the verdict and the reason are
 OpenSSL's (``unable to get local issuer certificate``, ``hostname mismatch``, ...).

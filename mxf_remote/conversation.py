@@ -18,16 +18,17 @@ is cut at its first CR, LF or NUL, so not even a control file can smuggle one in
 
 Once the conversation is over, the server's certificate chain is checked offline against
 a CA store: ``CADIR`` or else ``CAFILE`` from the environment when set (``CADIR`` wins,
-as for the TLS clients), else the system default store -- ``verified_with`` says which --
-and against the system default store as well (``verified_default``), which tells whether
-the configured CAs are needed.  The name checked is the exchanger's (``checked_name``);
-an exchanger without a name (an address literal) gets its chain checked, as the TLS
-clients do without ``-k``.  Python's ``ssl`` cannot verify a chain outside a handshake,
-so the check (``tls/chaincheck.py``) calls OpenSSL's ``X509_verify_cert`` in the libcrypto the ``ssl`` module
-already has loaded (ctypes), with the purpose (``ssl_server``), the verification flags
-and the host flags the TLS clients' context uses: the verdict and the reason are
-OpenSSL's (``unable to get local issuer certificate``, ``hostname mismatch``, ...).
-Without a usable libcrypto the verdicts are None ("not checked").
+as for the TLS clients), else the system default store -- ``verified_with`` says which
+-- and against the system default store as well (``verified_default``), which tells
+whether the configured CAs are needed. The name checked is the exchanger's
+(``checked_name``); an exchanger without a name (an address literal) gets its chain
+checked, as the TLS clients do without ``-k``. Python's ``ssl`` cannot verify a chain
+outside a handshake, so the check (``tls/chaincheck.py``) calls OpenSSL's
+``X509_verify_cert`` in the libcrypto the ``ssl`` module already has loaded (ctypes),
+with the purpose (``ssl_server``), the verification flags and the host flags the TLS
+clients' context uses: the verdict and the reason are OpenSSL's (``unable to get local
+issuer certificate``, ``hostname mismatch``, ...). Without a usable libcrypto the
+verdicts are None ("not checked").
 
 Nothing the server does makes ``converse`` raise: a refusal, garbage, a line without end,
 silence, a reset or a failed handshake ends the conversation with ``error`` (``PHASE:

@@ -69,11 +69,17 @@ def program_directory(argv0: str) -> str:
     return os.path.dirname(os.path.realpath(argv0))
 
 
-def find_program(name: str, beside: str) -> str | None:
-    """Where the program ``name`` is: a path as given, else beside us, else on ``PATH``."""
+def find_program(
+    name: str, beside: str, *, home: str = "", search_path: str | None = None
+) -> str | None:
+    """Where the program ``name`` is: a path as given (a relative one from the qmail
+    ``home``), else beside us, else on ``search_path`` (default: our ``PATH``)."""
     if "/" in name:
-        return name if is_executable_file(name) else None
-    for directory in [beside, *os.environ.get("PATH", os.defpath).split(os.pathsep)]:
+        path = os.path.join(home, name)
+        return path if is_executable_file(path) else None
+    if search_path is None:
+        search_path = os.environ.get("PATH", os.defpath)
+    for directory in [beside, *search_path.split(os.pathsep)]:
         candidate = os.path.join(directory or ".", name)
         if is_executable_file(candidate):
             return os.path.abspath(candidate)
@@ -168,10 +174,16 @@ def parse_protocols(lines: list[str], name: str = "protocols") -> list[Protocol]
 
 
 def install_protocol(
-    protocol: Protocol, beside: str, tls_client: str, ucspi_tls_client: str
+    protocol: Protocol,
+    beside: str,
+    tls_client: str,
+    ucspi_tls_client: str,
+    *,
+    home: str = "",
+    search_path: str | None = None,
 ) -> Protocol:
     """The protocol with its programs looked up; unusable when one is not installed."""
-    program_path = find_program(protocol.program, beside)
+    program_path = find_program(protocol.program, beside, home=home, search_path=search_path)
     if program_path is None:
         return _unusable(protocol, f"program {protocol.program} is not installed")
     tls_name = (
@@ -179,7 +191,7 @@ def install_protocol(
     )
     tls_path = None
     if tls_name:
-        tls_path = find_program(tls_name, beside)
+        tls_path = find_program(tls_name, beside, home=home, search_path=search_path)
         if tls_path is None:
             return _unusable(protocol, f"TLS client {tls_name} is not installed")
     return protocol._replace(program_path=program_path, tls_client_path=tls_path)
@@ -284,8 +296,11 @@ class Control(NamedTuple):
         return tuple(p for p in self.protocols if p.usable)
 
 
-def read_control(home: str, beside: str) -> Control:
-    """Read every control file mxf-remote uses; ControlError on the first bad one."""
+def read_control(home: str, beside: str, *, search_path: str | None = None) -> Control:
+    """Read every control file mxf-remote uses; ControlError on the first bad one.
+
+    Programs are looked up beside us, then on ``search_path`` (default: our ``PATH``).
+    """
     timeout_connect = read_number(home, "timeoutconnect", 60, low=1, high=86400, unit="seconds")
     delay_ms = read_number(home, "connectdelay", 250, low=0, high=10**9, unit="milliseconds")
     timeout_dns = read_number(home, "timeoutdns", 30, low=1, high=86400, unit="seconds")
@@ -299,7 +314,10 @@ def read_control(home: str, beside: str) -> Control:
     if lines is None:
         lines = DEFAULT_PROTOCOLS.splitlines()
     protocols = tuple(
-        install_protocol(p, beside, tls_client, ucspi_tls_client) for p in parse_protocols(lines)
+        install_protocol(
+            p, beside, tls_client, ucspi_tls_client, home=home, search_path=search_path
+        )
+        for p in parse_protocols(lines)
     )
     routes: dict[str, dict[bytes, Route | None]] = {}
     for protocol in protocols:

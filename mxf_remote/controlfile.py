@@ -18,6 +18,10 @@ from __future__ import annotations
 import os
 from stat import S_ISDIR, S_ISREG
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 DEFAULT_HOME = "/var/qmail"
 MAX_CONTROL_FILE_BYTES = 16 * 1024 * 1024
 
@@ -37,9 +41,9 @@ class ControlError(Exception):
         return f"{where}: {self.problem}"
 
 
-def qmail_home() -> str:
+def qmail_home(environ: Mapping[str, str] | None = None) -> str:
     """The qmail home: ``$MXF_QMAIL`` when set and not empty, else ``/var/qmail``."""
-    return os.environ.get("MXF_QMAIL") or DEFAULT_HOME
+    return (os.environ if environ is None else environ).get("MXF_QMAIL") or DEFAULT_HOME
 
 
 def read_lines(home: str, name: str) -> list[str] | None:

@@ -17,10 +17,10 @@ def parse_nameserver(text: str) -> str:
     """One server as c-ares takes it: ``ip``, ``ip:port``, ``[v6]:port`` or a bare IPv6."""
     text = text.strip()
     if text.startswith("["):
-        inside, _, rest = text[1:].partition("]")
+        inside, bracket, rest = text[1:].partition("]")
         address = canonical_address(inside)
         port = rest[1:] if rest.startswith(":") else None
-        if address is None or ":" not in address or (rest and port is None):
+        if not bracket or address is None or ":" not in address or (rest and port is None):
             raise ValueError(f"{text!r} is not an address")
     elif text.count(":") == 1:
         host, _, port = text.partition(":")
@@ -31,7 +31,7 @@ def parse_nameserver(text: str) -> str:
         address, port = canonical_address(text), None
         if address is None:
             raise ValueError(f"{text!r} is not an address")
-    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+    if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise ValueError(f"{text!r} has a bad port")
     if ":" in address:
         return f"[{address}]:{port or 53}"

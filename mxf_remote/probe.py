@@ -175,21 +175,20 @@ def run(argv: list[str]) -> int:
     arguments = _arguments(argv[1:])
     trace = _trace.Trace(enabled=True)
     trace.mark("start", argv=[arguments.host])
-    from mxf_remote.control import ControlError, program_directory, qmail_home, read_control
+    from mxf_remote.control import program_directory
+    from mxf_remote.prelude import Prepared, prepare
 
-    home = qmail_home()
-    beside = program_directory(argv[0])
-    try:
-        control = read_control(home, beside)
-    except ControlError as error:
-        raise ProbeError(f"cannot read the control files in {home}: {error.detail()}") from None
-    protocols = _chosen_protocols(control.protocols, arguments.protocols)
-
-    from mxf_remote.destination import make_destination
-
-    destination = make_destination(arguments.host, protocols, control.routes)
-    nameservers = _nameservers() if destination.needs_dns else []
-    local = _local_addresses()
+    prepared = prepare(
+        arguments.host,
+        os.environ,
+        beside=program_directory(argv[0]),
+        choose=lambda protocols: _chosen_protocols(protocols, arguments.protocols),
+    )
+    if not isinstance(prepared, Prepared):
+        raise ProbeError(prepared.why)
+    home, control, protocols = prepared.home, prepared.control, prepared.destination.protocols
+    destination, nameservers = prepared.destination, prepared.nameservers
+    local = prepared.local
 
     from mxf_remote.dispatch import run_dispatch
     from mxf_remote.race import Won
@@ -304,24 +303,6 @@ def _chosen_protocols(
         reasons = "; ".join(f"{p.service}: {p.unusable_reason}" for p in protocols)
         raise ProbeError(f"no usable mail protocol in control/protocols ({reasons or 'empty'})")
     return usable
-
-
-def _nameservers() -> list[str]:
-    from mxf_remote.nameservers import configured_nameservers
-
-    try:
-        return configured_nameservers(os.environ)
-    except ValueError as error:
-        raise ProbeError(str(error)) from None
-
-
-def _local_addresses() -> frozenset[str]:
-    from mxf_remote.addresses import local_addresses
-
-    try:
-        return local_addresses()
-    except OSError as error:
-        raise ProbeError(f"cannot list this machine's addresses: {error}") from None
 
 
 def attempt_rows(

@@ -85,34 +85,30 @@ def deliver(argv: list[str]) -> NoReturn:
     trace = _trace.Trace(enabled=bool(os.environ.get("MXF_TRACE")))
     trace.mark("start", argv=arguments[:3])
 
-    from mxf_remote.control import ControlError, program_directory, qmail_home, read_control
+    from mxf_remote.control import program_directory, qmail_home
+    from mxf_remote.prelude import Prepared, prepare
 
     beside = program_directory(argv[0])  # before chdir: argv[0] may be relative
-    home = qmail_home()
+    home = os.path.abspath(qmail_home())
     try:
-        os.chdir(home)
+        os.chdir(home)  # the client runs in the qmail home, as qmail-remote does
     except OSError:
         _stop(report.NO_HOME, trace)
-    try:
-        control = read_control(home, beside)
-    except ControlError as error:
-        _stop(report.control_error(error.detail()), trace)
-    protocols = control.usable_protocols
-    if not protocols:
-        _stop(report.NO_PROTOCOL, trace)
-
-    from mxf_remote.destination import make_destination
-
-    host = arguments[0]
-    destination = make_destination(host, protocols, control.routes)
-    nameservers = _nameservers(trace) if destination.needs_dns else []
-    local = _local_addresses(trace)
-    trace.event("control_read", protocols=[p.service for p in protocols])
+    prepared = prepare(arguments[0], os.environ, beside=beside, home=home)
+    if not isinstance(prepared, Prepared):
+        _stop(prepared.report, trace)
+    trace.event("control_read", protocols=[p.service for p in prepared.destination.protocols])
 
     from mxf_remote.dispatch import run_dispatch
     from mxf_remote.race import Won
 
-    dispatched = run_dispatch(destination, control, nameservers, local=local, clock=_trace.now_ms)
+    dispatched = run_dispatch(
+        prepared.destination,
+        prepared.control,
+        prepared.nameservers,
+        local=prepared.local,
+        clock=_trace.now_ms,
+    )
     if trace.enabled:
         from mxf_remote.timeline import dispatch_events
 
@@ -134,23 +130,3 @@ def deliver(argv: list[str]) -> NoReturn:
     from mxf_remote.explain import explain_failure
 
     _stop(explain_failure(dispatched.plan, outcome), trace)
-
-
-def _nameservers(trace: _trace.Trace) -> list[str]:
-    from mxf_remote import report
-    from mxf_remote.nameservers import configured_nameservers
-
-    try:
-        return configured_nameservers(os.environ)
-    except ValueError as error:
-        _stop(report.bad_nameservers(str(error)), trace)
-
-
-def _local_addresses(trace: _trace.Trace) -> frozenset[str]:
-    from mxf_remote.addresses import local_addresses
-    from mxf_remote.report import NO_RESOURCES
-
-    try:
-        return local_addresses()
-    except OSError:
-        _stop(NO_RESOURCES, trace)

@@ -142,7 +142,12 @@ class Resolution:
         return self.knowledge.outstanding() == 0
 
     def expire(self) -> None:
-        """``timeoutdns`` passed: every outstanding lookup becomes a temporary failure."""
+        """``timeoutdns`` passed: every outstanding lookup becomes a temporary failure.
+
+        Nothing happens when resolution is over already (the race may outlast it).
+        """
+        if self.over and not self._held_ipv4:
+            return
         self.expired = True
         for name in list(self._held_ipv4):
             self._release_ipv4(name)

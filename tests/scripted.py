@@ -66,6 +66,21 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         """Jump the clock forward (called by the selector instead of sleeping)."""
         self._virtual_now += seconds
 
+    def close(self) -> None:
+        """Close, and fail if a task or a timer was left on the loop: the loop is a phase.
+
+        Whatever the dispatch started -- lookups, attempts, the Resolution Delay's and
+        timeoutdns's timers, the race's wake-up -- must be over or cancelled when it
+        returns, as it must be before mxf-remote execs the client.
+        """
+        tasks = [task for task in asyncio.all_tasks(self) if not task.done()]
+        timers = [timer for timer in self._scheduled if not timer.cancelled()]
+        for task in tasks:
+            task.cancel()
+        super().close()
+        if tasks or timers:
+            raise AssertionError(f"left on the loop: tasks {tasks}, timers {timers}")
+
 
 SILENT = float("inf")
 

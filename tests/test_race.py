@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -401,3 +402,27 @@ class TestFates:
         assert [(f.attempt.address, f.parked, f.end, f.fate) for f in result.outcome.fates] == [
             ("10.0.0.2", 260.0, 1000.0, Fate.WON),
         ]
+
+
+class TestTheLoopIsAPhase:
+    """The virtual-clock loop refuses to close over leftovers, so every test above checks it."""
+
+    def test_a_timer_left_behind_fails_the_close(self) -> None:
+        """A timer still armed when the loop closes is an AssertionError."""
+        loop = VirtualClockLoop()
+        loop.call_later(5.0, lambda: None)
+        with pytest.raises(AssertionError, match="timers"):
+            loop.close()
+
+    def test_a_task_left_behind_fails_the_close(self) -> None:
+        """A task still pending when the loop closes is an AssertionError (and is cancelled)."""
+        loop = VirtualClockLoop()
+
+        async def forever() -> None:
+            await loop.create_future()
+
+        task = loop.create_task(forever())
+        loop.run_until_complete(asyncio.sleep(0))
+        with pytest.raises(AssertionError, match="tasks"):
+            loop.close()
+        assert task.cancelled() or task.cancelling()

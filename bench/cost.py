@@ -7,7 +7,8 @@ throughput at several concurrencies.
   the local SMTP sink: the whole process's CPU (``wait4``), wall and peak RSS;
 * **imports**: ``PYTHONPROFILEIMPORTTIME=1`` on real deliveries (median per module),
   and the modules mxf-remote imports beyond the floor's ``asyncio, aiodns, uvloop``;
-* **throughput**: ``count`` full deliveries, at most 1, 10 or 50 at a time.
+* **throughput**: ``count`` full deliveries, at most 1, 10 or 50 at a time, each batch
+  with the machine's state during it (``machine.Watch``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from fixture import DOMAIN, MXF_REMOTE, World
 from handoff import FLOOR
+from machine import MachineState, Watch
 from measure import Sample, run_concurrently, run_process
 
 IMPORT_LINE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)")
@@ -125,6 +127,8 @@ class Throughput:
     cpu: float
     failures: int
     accepted: int
+    machine: MachineState
+    """The machine's state during the batch."""
 
     @property
     def per_second(self) -> float:
@@ -146,11 +150,12 @@ def throughput(
     results = []
     for concurrency in concurrencies:
         before = accepted()
-        wall, cpu, failures = run_concurrently(
-            delivery_argv(), env, world.message, count, concurrency
-        )
+        with Watch() as watch:
+            wall, cpu, failures = run_concurrently(
+                delivery_argv(), env, world.message, count, concurrency
+            )
         results.append(
-            Throughput(concurrency, count, wall, cpu, failures, accepted() - before)
+            Throughput(concurrency, count, wall, cpu, failures, accepted() - before, watch.state)
         )
         print(f"bench: throughput at concurrency {concurrency}: {count / wall:.1f}/s",
               file=sys.stderr)

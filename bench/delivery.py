@@ -28,6 +28,9 @@ Servers for (b), each in its own process(es):
 * ``postfix``: Debian's Postfix started in the foreground from a temporary directory
   (``tests.clientkit.PostfixServer``), mail put on hold in its queue; tokens are read
   back with ``postcat``.  Skipped when postfix is not installed.
+
+Under each table, the machine's state while it was measured (``machine.py``: CPUs, load
+averages before and after, the share of the CPU other processes used).
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from judge import spread_text
+from machine import Watch, busy_seconds, tree_cpu
 
 from tests.infra.netns import enter_private_netns, listen_tcp
 
@@ -202,39 +208,9 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a live process tree: own + reaped children + live children."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    total = sum(int(f) for f in fields[11:15]) / TICK  # utime stime cutime cstime
-    children: list[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as listing:
-                children += [int(c) for c in listing.read().split()]
-        except OSError:
-            continue
-    return total + sum(tree_cpu(child) for child in children)
-
-
-def machine_busy() -> float:
-    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
-    with open("/proc/stat") as stat:
-        ticks = [int(t) for t in stat.readline().split()[1:9]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / TICK  # minus idle and iowait
-
-
 def summary(values: list[float]) -> str:
     """``median (p10..p90)`` in milliseconds."""
-    ms = sorted(v * 1000 for v in values)
-    deciles = statistics.quantiles(ms, n=10) if len(ms) > 1 else [ms[0]] * 9
-    return f"{statistics.median(ms):6.1f} ({deciles[0]:.1f}..{deciles[-1]:.1f})"
+    return spread_text(values, width=6)
 
 
 def spawn_measured(argv: list[str], env: dict[str, str], stdin_path: Path,
@@ -273,14 +249,15 @@ def bench_client_alone(runs: int, home: Path, tmp: Path) -> list[str]:
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
     try:
-        for run in range(runs + 2):  # two warm-up rounds, interleaved so load hits both
-            for name, argv in scenarios.items():
-                with socket.create_connection((SINK_SMTPC, 25), timeout=10) as connection:
-                    wall, cpu, output = spawn_measured(argv, env, message, connection)
-                if argv[0] == SMTPC:
-                    assert output.startswith(b"r\0K127.0.5.100 accepted message."), output
-                if run >= 2:
-                    results[name].append((wall, cpu))
+        with Watch() as watch:
+            for run in range(runs + 2):  # two warm-up rounds, interleaved so load hits both
+                for name, argv in scenarios.items():
+                    with socket.create_connection((SINK_SMTPC, 25), timeout=10) as connection:
+                        wall, cpu, output = spawn_measured(argv, env, message, connection)
+                    if argv[0] == SMTPC:
+                        assert output.startswith(b"r\0K127.0.5.100 accepted message."), output
+                    if run >= 2:
+                        results[name].append((wall, cpu))
         delivered = len(sink.tokens())
     finally:
         sink.stop()
@@ -303,7 +280,7 @@ def bench_client_alone(runs: int, home: Path, tmp: Path) -> list[str]:
             f" {(statistics.median(walls) - floor_wall) * 1000:+.1f} |"
             f" {(statistics.median(cpus) - floor_cpu) * 1000:+.1f} |"
         )
-    return lines
+    return [*lines, "", watch.line()]
 
 
 def deliver_batch(host: str, count: int, *, concurrency: int, env: dict[str, str],
@@ -379,7 +356,7 @@ def bench_throughput(count: int, concurrency: int, home: Path, tmp: Path) -> lis
         " of which not client or server (knot, this script, other sessions) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    with KnotServer({"bench.test": ZONE}) as knot:
+    with Watch() as watch, KnotServer({"bench.test": ZONE}) as knot:
         env = {"PATH": "/usr/bin:/bin", "MXF_QMAIL": str(home), **knot.env}
         for name, (host, address) in SERVERS.items():
             label = name.split()[0]
@@ -403,12 +380,12 @@ def bench_throughput(count: int, concurrency: int, home: Path, tmp: Path) -> lis
             try:
                 deliver_batch(host, 4, concurrency=4, env=env, tmp=tmp,
                               label=f"warm{label}")  # warm caches, pools
-                busy_before = machine_busy()
+                busy_before = busy_seconds()
                 server_before = tree_cpu(pid)
                 elapsed, client_cpu, outputs = deliver_batch(
                     host, count, concurrency=concurrency, env=env, tmp=tmp, label=label)
                 server_cpu = tree_cpu(pid) - server_before
-                busy = machine_busy() - busy_before
+                busy = busy_seconds() - busy_before
                 capacity = elapsed * (os.cpu_count() or 1)
                 good = sum(o.startswith(b"r\0K" + address.encode() + b" accepted message.")
                            and o.endswith(b"\0") and o.count(b"\0") == 2 for o in outputs)
@@ -424,7 +401,7 @@ def bench_throughput(count: int, concurrency: int, home: Path, tmp: Path) -> lis
             if good != count:
                 bad = next(o for o in outputs if not o.startswith(b"r\0K"))
                 lines.append(f"|   first bad report: {bad[:200]!r} | | | | | | | | |")
-    return lines
+    return [*lines, "", watch.line()]
 
 
 def main() -> int:

@@ -31,6 +31,8 @@ machine load shifts them alike:
 A second table pushes a 10 MiB message through SMTP (clear and STARTTLS) and QMTPS:
 wall time and MB/s of the whole delivery.  The servers run as threads of this process
 and share its cores with the deliveries; their CPU is not in the figures.
+
+Under each table, the machine's state while it was measured (``machine.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.infra.netns import enter_private_netns
 
 NETNS_PROBLEM = enter_private_netns()
+
+from judge import spread_text  # noqa: E402
+from machine import Watch  # noqa: E402
 
 from tests import tlskit  # noqa: E402
 from tests.infra.knot import KnotServer  # noqa: E402
@@ -156,11 +161,9 @@ def measure(argv: list[str], env: dict[str, str], message: Path) -> tuple[float,
     return wall, children_cpu() - cpu_before
 
 
-def summary(values: list[float]) -> str:
+def summary(values: list[float], width: int = 6) -> str:
     """``median (p10..p90)`` in milliseconds."""
-    ms = sorted(v * 1000 for v in values)
-    deciles = statistics.quantiles(ms, n=10) if len(ms) > 1 else [ms[0]] * 9
-    return f"{statistics.median(ms):6.1f} ({deciles[0]:.1f}..{deciles[-1]:.1f})"
+    return spread_text(values, width=width)
 
 
 def main() -> int:
@@ -216,11 +219,12 @@ def main() -> int:
                 for command, env in scenarios.values():  # warm-up, and a check
                     measure(command, env, small)
                 results: dict[str, list[tuple[float, float]]] = {n: [] for n in scenarios}
-                for _ in range(runs):  # interleaved, so load shifts every scenario alike
-                    for name, (command, env) in scenarios.items():
-                        results[name].append(measure(command, env, small))
-                    for server in servers:
-                        drain(server)
+                with Watch() as small_watch:
+                    for _ in range(runs):  # interleaved, so load shifts every scenario alike
+                        for name, (command, env) in scenarios.items():
+                            results[name].append(measure(command, env, small))
+                        for server in servers:
+                            drain(server)
                 big_runs = max(3, runs // 6)
                 big_scenarios = {
                     "SMTP clear (server without STARTTLS)": (argv("smtp"), default_env),
@@ -229,11 +233,12 @@ def main() -> int:
                     "QMTPS": (argv("qmtps"), default_env),
                 }
                 big_results: dict[str, list[tuple[float, float]]] = {n: [] for n in big_scenarios}
-                for _ in range(big_runs):
-                    for name, (command, env) in big_scenarios.items():
-                        big_results[name].append(measure(command, env, big))
-                    for server in servers:
-                        drain(server)
+                with Watch() as big_watch:
+                    for _ in range(big_runs):
+                        for name, (command, env) in big_scenarios.items():
+                            big_results[name].append(measure(command, env, big))
+                        for server in servers:
+                            drain(server)
         finally:
             for server in servers:
                 server.close()
@@ -255,16 +260,21 @@ def main() -> int:
             f"| {name} | {summary([s[1] for s in samples])} | {summary([s[0] for s in samples])}"
             f" | {(median_cpu(name) - bare) * 1000:+.1f} ms |"
         )
+    print(f"\n{small_watch.line()}")
     print(f"\n{big_runs} runs each, a {size_mb:.1f} MB message\n")
-    print("| delivery (10 MiB) | wall ms, median | MB/s | CPU ms, median | CPU ms per MB |")
+    print(
+        "| delivery (10 MiB) | wall ms, median (p10..p90) | MB/s, at the median wall"
+        " | CPU ms, median (p10..p90) | CPU ms per MB, at the median CPU |"
+    )
     print("|---|---|---|---|---|")
     for name, samples in big_results.items():
         wall = statistics.median(s[0] for s in samples)
         cpu = statistics.median(s[1] for s in samples)
         print(
-            f"| {name} | {wall * 1000:.0f} | {size_mb / wall:.1f} | {cpu * 1000:.0f} |"
-            f" {cpu * 1000 / size_mb:.1f} |"
+            f"| {name} | {summary([s[0] for s in samples], width=0)} | {size_mb / wall:.1f}"
+            f" | {summary([s[1] for s in samples], width=0)} | {cpu * 1000 / size_mb:.1f} |"
         )
+    print(f"\n{big_watch.line()}")
     return 0
 
 

@@ -13,7 +13,8 @@ Both push the same number of megabytes to the same TLS sink (a separate process 
 * **baseline**: ``ssl.SSLContext.wrap_socket`` + ``sendall`` in this process, the
   cheapest way Python can push TLS; its CPU time is this process's.
 
-Printed: MB/s, CPU seconds per MB, and the engine's share (its CPU over the baseline's).
+Printed: MB/s, CPU seconds per MB, the engine's share (its CPU over the baseline's), and
+the machine's state during the runs (``machine.py``).
 This is a measurement, not a test: nothing is asserted.  All processes share the
 machine's cores, so the sink competes with both clients alike.
 """
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 import trustme
+from machine import Watch
 
 SINK = r"""
 import socket, ssl, sys
@@ -180,8 +182,9 @@ def main() -> None:
         try:
             assert sink.stdout is not None
             port = int(sink.stdout.readline())
-            tlsc = [run_tlsc(port, size, workdir) for _ in range(args.runs)]
-            base = [run_baseline(port, size, cafile) for _ in range(args.runs)]
+            with Watch() as watch:
+                tlsc = [run_tlsc(port, size, workdir) for _ in range(args.runs)]
+                base = [run_baseline(port, size, cafile) for _ in range(args.runs)]
         finally:
             sink.kill()
             sink.wait(10)
@@ -206,6 +209,7 @@ def main() -> None:
         f"engine CPU / baseline CPU: {best_t['engine_cpu'] / best_b['cpu']:.2f}x; "
         f"throughput ratio: {best_b['wall'] / best_t['wall']:.2f}"
     )
+    print(watch.line())
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from mxf_remote.controlfile import (
     DEFAULT_HOME,
     ControlError,
     parse_decimal,
+    program_directory,
     qmail_home,
     read_first_line,
     read_lines,
@@ -32,6 +33,7 @@ __all__ = [
     "Route",
     "lookup_route",
     "parse_decimal",
+    "program_directory",
     "qmail_home",
     "read_control",
     "read_first_line",
@@ -57,16 +59,6 @@ DEFAULT_PROTOCOLS = (
 def is_executable_file(path: str) -> bool:
     """True for a regular file we may execute (what ``execv`` needs)."""
     return os.path.isfile(path) and os.access(path, os.X_OK)
-
-
-def program_directory(argv0: str) -> str:
-    """The directory of the running program, symlinks resolved: where its clients are.
-
-    Admins install mxf-remote as a link named ``qmail-remote``; the clients it looks up by
-    bare name are beside the real program (a virtual environment's ``bin``), not beside
-    the link.
-    """
-    return os.path.dirname(os.path.realpath(argv0))
 
 
 def find_program(

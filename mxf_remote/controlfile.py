@@ -41,6 +41,16 @@ class ControlError(Exception):
         return f"{where}: {self.problem}"
 
 
+def program_directory(argv0: str) -> str:
+    """The directory of the running program, symlinks resolved: where its clients are.
+
+    Admins install mxf-remote as a link named ``qmail-remote``; the clients it looks up by
+    bare name are beside the real program (a virtual environment's ``bin``), not beside
+    the link.
+    """
+    return os.path.dirname(os.path.realpath(argv0))
+
+
 def qmail_home(environ: Mapping[str, str] | None = None) -> str:
     """The qmail home: ``$MXF_QMAIL`` when set and not empty, else ``/var/qmail``."""
     return (os.environ if environ is None else environ).get("MXF_QMAIL") or DEFAULT_HOME

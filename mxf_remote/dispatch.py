@@ -134,7 +134,7 @@ def run_dispatch(
         loop.close()
 
 
-async def _no_lookup(name: str, rtype: str) -> Answer[object]:
+async def no_lookup(name: str, rtype: str) -> Answer[object]:
     """The lookup of a destination that needs no DNS (never asked anything)."""
     return Answer(Status.TEMPFAIL)
 
@@ -148,7 +148,7 @@ async def _dispatch_with_cares(
 ) -> Dispatched[socket.socket]:
     if not destination.needs_dns:  # a literal: spare the c-ares import and channel
         return await dispatch(
-            destination, control, _no_lookup, local=local, connect=connect_tcp, clock=clock
+            destination, control, no_lookup, local=local, connect=connect_tcp, clock=clock
         )
     from mxf_remote.cares import CaresLookup
 

@@ -22,17 +22,15 @@ client (tcpclient, s6-tcpclient) would give it:
 
 from __future__ import annotations
 
-import fcntl
-import os
 import signal
 import socket
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
+from mxf_remote.execclient import exec_client
 from mxf_remote.output import finish
 from mxf_remote.plan import Attempt
 from mxf_remote.report import cannot_run
-from mxf_remote.ucspi import NETWORK_READ_FD, NETWORK_WRITE_FD
 
 TLS_VERIFY_VARIABLE = "MXFTLSVERIFY"
 """Set to 1 when CAFILE or CADIR is: the TLS client verifies certificates, and a refused
@@ -84,39 +82,6 @@ def client_environment(
     return env
 
 
-def place_connection(fd: int) -> None:
-    """Put the socket ``fd`` on fds 6 and 7 (blocking, inheritable); close the rest above 2."""
-    if fd in (NETWORK_READ_FD, NETWORK_WRITE_FD):
-        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, NETWORK_WRITE_FD + 1)
-        os.close(fd)
-        fd = moved
-    os.dup2(fd, NETWORK_READ_FD)
-    os.dup2(fd, NETWORK_WRITE_FD)
-    os.close(fd)
-    os.set_blocking(NETWORK_READ_FD, True)
-    os.closerange(3, NETWORK_READ_FD)
-    os.closerange(NETWORK_WRITE_FD + 1, _descriptor_limit())
-
-
-def _descriptor_limit() -> int:
-    try:
-        return os.sysconf("SC_OPEN_MAX")
-    except (ValueError, OSError):
-        return 65536
-
-
-def restore_signals(inherited_mask: set[int | signal.Signals]) -> None:
-    """SIGPIPE ignored, every other signal default, the inherited mask back in place."""
-    for number in signal.valid_signals():
-        if number in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            signal.signal(number, signal.SIG_IGN if number == signal.SIGPIPE else signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            continue
-    signal.pthread_sigmask(signal.SIG_SETMASK, inherited_mask)
-
-
 def _peer_addresses(sock: socket.socket) -> tuple[tuple[str, int], tuple[str, int]]:
     local = sock.getsockname()
     remote = sock.getpeername()
@@ -138,9 +103,4 @@ def hand_off(
     except OSError as error:  # the peer reset the connection between connect and now
         finish(cannot_run(argv[0], f"connection lost before exec: {error.strerror}").encode())
     env = client_environment(environ, attempt, local, remote)
-    place_connection(sock.detach())
-    restore_signals(inherited_mask)
-    try:
-        os.execve(argv[0], argv, env)
-    except OSError as error:
-        finish(cannot_run(argv[0], error.strerror or str(error)).encode())
+    exec_client(sock.detach(), argv, env, inherited_mask)

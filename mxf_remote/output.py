@@ -68,3 +68,30 @@ def finish(data: bytes) -> NoReturn:
     """
     write_all(REPORT_FD, data)
     os._exit(0)
+
+
+def descriptor_open(fd: int) -> bool:
+    """True when ``fd`` is an open descriptor."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def plug_closed_outputs() -> None:
+    """Open ``/dev/null`` on fd 1 and fd 2 where they are closed.
+
+    Before anything else opens a descriptor: otherwise the next socket would get that
+    number, a report could be written into a DNS or SMTP connection, and libuv aborts on
+    a socket below 3.  A report then goes nowhere, as qmail-remote's write to a closed
+    fd 1 does.
+    """
+    for fd in (1, 2):
+        if not descriptor_open(fd):
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd, inheritable=True)
+                os.close(null)
+            else:
+                os.set_inheritable(fd, True)

@@ -104,7 +104,7 @@ class AttemptFate(NamedTuple):
     error: str | None = None
     """For ``FAILED``: the errno name (``ECONNREFUSED``...) or the exception's type."""
     parked: float | None = None
-    """When its handshake completed, if it then waited for the self-check."""
+    """When its handshake completed, if it then had to wait for the self-check."""
 
 
 class Won(NamedTuple, Generic[C]):
@@ -203,6 +203,7 @@ class Race(Generic[C]):
         self._parked: list[_Parked[C]] = []
         self._starts: list[tuple[Attempt, float]] = []
         self._start_times: dict[tuple[str, int], float] = {}
+        self._waited: set[tuple[str, int]] = set()
         self._ends: dict[tuple[str, int], AttemptFate] = {}
         self._in_flight: dict[asyncio.Task[C], Attempt] = {}
         self._first_start: float | None = None
@@ -225,7 +226,7 @@ class Race(Generic[C]):
             self._finished = True
             for parked in self._parked:
                 parked.connection.close()
-                self._end(parked.attempt, Fate.RUNNER_UP_CLOSED, parked=parked.since)
+                self._end(parked.attempt, Fate.RUNNER_UP_CLOSED, parked=self._waited_since(parked))
             self._parked = []
             tasks = list(self._in_flight)
             for task in tasks:
@@ -304,16 +305,21 @@ class Race(Generic[C]):
             if unresolved and out_of_time:
                 verdict = True
             if verdict is None:
+                self._waited.add(parked.attempt.key)
                 waiting.append(parked)
             elif verdict:
                 self._winner = (parked.attempt, parked.connection)
                 fate = Fate.WON_AT_DEADLINE if unresolved else Fate.WON
-                self._end(parked.attempt, fate, parked=parked.since)
+                self._end(parked.attempt, fate, parked=self._waited_since(parked))
             else:
                 parked.connection.close()
                 fate = Fate.RUNNER_UP_CLOSED if self._winner else Fate.CUT_BY_SELF_CHECK
-                self._end(parked.attempt, fate, parked=parked.since)
+                self._end(parked.attempt, fate, parked=self._waited_since(parked))
         self._parked = waiting
+
+    def _waited_since(self, parked: _Parked[C]) -> float | None:
+        """When ``parked`` began to wait for the self-check, if it ever had to."""
+        return parked.since if parked.attempt.key in self._waited else None
 
     def _start(self, attempt: Attempt, now: float) -> None:
         started = self._now_ms()

@@ -24,7 +24,7 @@ import sys
 from typing import NoReturn
 
 from mxf_remote import trace as _trace
-from mxf_remote.output import finish
+from mxf_remote.output import descriptor_open, finish, plug_closed_outputs
 from mxf_remote.report import Report
 
 
@@ -51,36 +51,16 @@ def _flush_trace(trace: _trace.Trace) -> None:
         trace.append_to(path)
 
 
-def _descriptor_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
-def _plug_closed_outputs() -> None:
-    """Open ``/dev/null`` on fd 1 and fd 2 where they are closed (see module doc)."""
-    for fd in (1, 2):
-        if not _descriptor_open(fd):
-            null = os.open(os.devnull, os.O_WRONLY)
-            if null != fd:
-                os.dup2(null, fd, inheritable=True)
-                os.close(null)
-            else:
-                os.set_inheritable(fd, True)
-
-
 def deliver(argv: list[str]) -> NoReturn:
     """Everything mxf-remote does for one delivery."""
     from mxf_remote import report
 
     inherited_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    _plug_closed_outputs()
+    plug_closed_outputs()
     arguments = argv[1:]
     if len(arguments) < 3:
         _stop(report.USAGE)
-    if not _descriptor_open(0):
+    if not descriptor_open(0):
         _stop(report.NO_MESSAGE)
     trace = _trace.Trace(enabled=bool(os.environ.get("MXF_TRACE")))
     trace.mark("start", argv=arguments[:3])

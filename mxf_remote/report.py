@@ -74,6 +74,13 @@ def bad_nameservers(detail: str) -> Report:
     return Report("Z", b"Unable to set up DNS: " + _one_line(detail) + b". (#4.3.0)\n")
 
 
+def server_gone(reason: str) -> Report:
+    """mxf-remoted took the delivery, then went away or said something we cannot use."""
+    return Report(
+        "Z", b"The mxf-remoted server gave no usable answer: " + _one_line(reason) + b". (#4.3.0)\n"
+    )
+
+
 def cannot_run(program: str, reason: str) -> Report:
     """``execv`` of the protocol program (or its TLS client) failed."""
     return Report(

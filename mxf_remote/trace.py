@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 PROCESS_START = time.monotonic()
@@ -28,14 +29,17 @@ def now_ms() -> float:
 class Trace:
     """An in-memory timeline; ``enabled`` False makes ``event`` a no-op."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, clock: Callable[[], float] = now_ms) -> None:
         self.enabled = enabled
         self.events: list[dict[str, Any]] = []
+        self.clock = clock
+        """Milliseconds since the delivery started: this process's start, or in
+        mxf-remoted the launcher's."""
 
     def event(self, kind: str, **fields: Any) -> None:
         """Record ``kind`` with ``fields`` at the current time."""
         if self.enabled:
-            self.events.append({"t": round(now_ms(), 3), "event": kind, **fields})
+            self.events.append({"t": round(self.clock(), 3), "event": kind, **fields})
 
     def merge(self, events: list[dict[str, Any]]) -> None:
         """Add events recorded elsewhere (each with its own ``t``), keeping time order."""

@@ -1,0 +1,234 @@
+"""``mxf-remote``'s entry point: hand the race to ``mxf-remoted`` when one is configured.
+
+qmail-rspawn starts ``mxf-remote`` once per delivery; most of what a cold start costs is
+the interpreter importing asyncio, uvloop and aiodns.  With ``control/remotedsocket``,
+that work is done once, in ``mxf-remoted``, and this process stays a small launcher:
+
+1. It imports nothing but ``os``, ``_socket``, ``signal`` and a few small modules of
+   ours.  Without ``control/remotedsocket`` it goes straight to the in-process path
+   (``remote.main``), exactly as before.
+2. It connects to the socket the file names -- only a socket owned by us or by root --
+   and sends its arguments, its environment and where it runs from
+   (``remotedwire``).  The server reads the control files of *our* ``MXF_QMAIL``,
+   resolves with *our* ``MXF_NAMESERVERS``, writes *our* ``MXF_TRACE``, and races.
+3. The server must take the delivery (``A``) within ``ACK_SECONDS``.  If the socket is
+   missing, refuses, belongs to someone else, says it is busy, or is silent, this
+   process delivers in process instead: a server that is down costs a message at most
+   ``ACK_SECONDS``, and never loses it.
+4. The result is either a report, which this process prints, or the winning connection
+   (SCM_RIGHTS) with the client's argv and environment, which this process execs
+   exactly as ``mxf-remote`` in process would (``execclient``): the protocol client is
+   this very process -- the pid qmail-rspawn waits for -- with our fds 0, 1 and 2, our
+   signal mask, and the qmail home as working directory.  So a client killed by a
+   signal is seen by qmail-rspawn as a crash, as always.
+5. Once the server has taken the delivery, a server that dies, or says nothing within
+   the bound it announced, ends the delivery with a Z report: the server never wrote to
+   fd 1, so this process is the only writer of the report.
+
+Why the connection comes back here rather than the server running the client: the
+server's only business is the race, which touches no mail; nothing that could deliver a
+message twice ever runs outside the process qmail-rspawn watches.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from mxf_remote import remotedwire
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
+if TYPE_CHECKING:
+    import _socket
+    from typing import NoReturn
+
+STARTED = time.monotonic()
+ACK_SECONDS = 1.0
+"""How long the server may take to accept a delivery before we deliver in process."""
+DEFAULT_HOME = "/var/qmail"
+READ_SIZE = 65536
+
+
+class NotTaken(Exception):
+    """The server did not take the delivery: deliver in process."""
+
+
+def main() -> NoReturn:
+    """Console entry point of ``mxf-remote``: the server when configured, else in process."""
+    try:  # noqa: SIM105 - contextlib costs an import per delivery
+        launch(sys.argv)
+    except Exception:  # noqa: S110 - NotTaken, or anything odd before the server took it,
+        pass  # means: deliver in process, as without the server
+    from mxf_remote.remote import main as in_process
+
+    in_process()
+
+
+def launch(argv: list[str]) -> None:
+    """Hand the delivery to mxf-remoted; returns (or raises NotTaken) to deliver in process."""
+    if len(argv) < 4:
+        return
+    from mxf_remote.output import descriptor_open, plug_closed_outputs
+
+    plug_closed_outputs()
+    if not descriptor_open(0):
+        return
+    home = os.environ.get("MXF_QMAIL") or DEFAULT_HOME
+    path = socket_path(home)
+    if path is None:
+        return
+    import signal
+
+    inherited_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    connection = connect(path)
+    bound = take(connection, argv)
+    receive_result(connection, bound, inherited_mask)
+
+
+def socket_path(home: str) -> str | None:
+    """The first line of ``control/remotedsocket``, or None when there is no such file.
+
+    A file that cannot be used is reported as any control file is (spec §2).
+    """
+    from mxf_remote.controlfile import ControlError, read_first_line
+
+    try:
+        path = read_first_line(home, "remotedsocket")
+    except ControlError as error:
+        _stop_control_error(error.detail())
+    if path is None:
+        return None
+    if not path.startswith("/"):
+        _stop_control_error(f"control/remotedsocket line 1: {path[:100]!r} is not an absolute path")
+    return path
+
+
+def connect(path: str) -> _socket.socket:
+    """A connection to the server at ``path``: ours or root's socket, else NotTaken."""
+    import _socket
+    import stat
+
+    try:
+        info = os.stat(path)
+    except OSError:
+        raise NotTaken from None
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid not in (os.geteuid(), 0):
+        raise NotTaken
+    connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    connection.settimeout(ACK_SECONDS)
+    try:
+        connection.connect(path)
+    except OSError:
+        connection.close()
+        raise NotTaken from None
+    return connection
+
+
+def take(connection: _socket.socket, argv: list[str]) -> float:
+    """Send the request; the seconds the server gives itself, or NotTaken."""
+    from mxf_remote.controlfile import program_directory
+
+    request = remotedwire.encode_request(
+        STARTED,
+        os.fsencode(program_directory(argv[0])),
+        [os.fsencode(argument) for argument in argv[1:]],
+        [os.fsencode(key) + b"=" + os.fsencode(value) for key, value in os.environ.items()],
+    )
+    try:
+        connection.sendall(request)
+        answer = b""
+        while True:
+            chunk = connection.recv(64)
+            if not chunk:
+                raise NotTaken
+            answer += chunk
+            if answer[:1] != remotedwire.ACCEPTED:
+                raise NotTaken
+            length = remotedwire.complete_length(answer[1:])
+            if length is not None:
+                break
+        return float(remotedwire.unwrap(answer[1 : 1 + length]))
+    except (OSError, ValueError, remotedwire.Malformed):
+        connection.close()
+        raise NotTaken from None
+
+
+def receive_result(
+    connection: _socket.socket, bound: float, inherited_mask: set[int] | object
+) -> NoReturn:
+    """Wait for the result and act on it: print the report, or exec the client."""
+    import _socket
+
+    from mxf_remote.output import finish
+
+    connection.settimeout(bound)
+    buffer = b""
+    descriptors: list[int] = []
+    try:
+        while True:
+            data, ancillary, _, _ = connection.recvmsg(READ_SIZE, _socket.CMSG_SPACE(4 * 4))
+            for level, message_type, fds in ancillary:
+                if level == _socket.SOL_SOCKET and message_type == _socket.SCM_RIGHTS:
+                    descriptors += [
+                        int.from_bytes(fds[i : i + 4], sys.byteorder)
+                        for i in range(0, len(fds) - len(fds) % 4, 4)
+                    ]
+            if not data:
+                raise remotedwire.Malformed("the server closed the connection")
+            buffer += data
+            length = remotedwire.complete_length(buffer)
+            if length is not None:
+                break
+        result = remotedwire.unwrap(buffer[:length])
+    except (OSError, remotedwire.Malformed) as error:
+        for fd in descriptors:
+            os.close(fd)
+        from mxf_remote.report import server_gone
+
+        finish(server_gone(str(error) or type(error).__name__).encode())
+    connection.close()
+    kind, payload = result[:1], result[1:]
+    if kind == remotedwire.HANDOFF and len(descriptors) == 1:
+        _hand_off(payload, descriptors[0], inherited_mask)
+    for fd in descriptors:
+        os.close(fd)
+    if kind == remotedwire.REPORT:
+        finish(payload)
+    from mxf_remote.report import server_gone
+
+    finish(server_gone("an answer that is not an mxf-remoted result").encode())
+
+
+def _hand_off(payload: bytes, fd: int, inherited_mask: object) -> NoReturn:
+    from mxf_remote.execclient import exec_client
+    from mxf_remote.output import finish
+
+    try:
+        home, argv, environ = remotedwire.decode_handoff(payload)
+    except remotedwire.Malformed:
+        os.close(fd)
+        from mxf_remote.report import server_gone
+
+        finish(server_gone("a handoff that cannot be read").encode())
+    try:
+        os.chdir(home)
+    except OSError:
+        os.close(fd)
+        from mxf_remote.report import NO_HOME
+
+        finish(NO_HOME.encode())
+    env = dict(entry.split(b"=", 1) for entry in environ if b"=" in entry)
+    exec_client(
+        fd,
+        [os.fsdecode(argument) for argument in argv],
+        {os.fsdecode(key): os.fsdecode(value) for key, value in env.items()},
+        inherited_mask,  # type: ignore[arg-type]
+    )
+
+
+def _stop_control_error(detail: str) -> NoReturn:
+    from mxf_remote.output import finish
+    from mxf_remote.report import control_error
+
+    finish(control_error(detail).encode())

@@ -95,7 +95,9 @@ async def serve_delivery(server: Server, connection: socket.socket, request: Req
         return  # the launcher went away: nothing to answer
     finally:
         loop.remove_reader(connection.fileno())
-    await _answer(connection, dispatched, request, prepared.home, trace)
+    await _answer(
+        connection, dispatched, request, prepared.home, trace, exec_clients=server.exec_clients
+    )
 
 
 async def _answer(
@@ -104,6 +106,8 @@ async def _answer(
     request: Request,
     home: str,
     trace: Trace,
+    *,
+    exec_clients: bool,
 ) -> None:
     from mxf_remote.timeline import dispatch_events
 
@@ -133,10 +137,30 @@ async def _answer(
             os.fsencode(home),
             [os.fsencode(argument) for argument in client],
             [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in client_env.items()],
+            b"" if exec_clients else in_process_client(client, request.beside),
         )
         await _send_with_descriptor(connection, message, winner.fileno())
     finally:
         winner.close()
+
+
+IN_PROCESS_PROGRAMS = {"mxf-remote-smtpc": b"smtp", "mxf-remote-qmtpc": b"qmtp"}
+
+
+def in_process_client(argv: list[str], beside: str) -> bytes:
+    """Which of our clients the launcher may run in its own process for ``argv``, or b"".
+
+    Only our own mxf-remote-smtpc or mxf-remote-qmtpc -- the one installed beside the
+    launcher's mxf-remote, run without a TLS client around it: another program is a
+    program the admin chose, and is exec'd as it always was.
+    """
+    program = argv[0]
+    name = os.path.basename(program)
+    if name not in IN_PROCESS_PROGRAMS:
+        return b""
+    if os.path.realpath(os.path.dirname(program)) != os.path.realpath(beside):
+        return b""
+    return IN_PROCESS_PROGRAMS[name]
 
 
 async def _accept(connection: socket.socket, bound: float) -> None:

@@ -2,7 +2,7 @@
 
 The last step of every delivery that connected, shared by ``mxf-remote`` in process
 (``handoff.py``) and by its launcher when ``mxf-remoted`` raced for it (``launcher.py``),
-so it imports nothing but ``os``, ``fcntl``, ``signal`` and our two smallest modules:
+so it imports nothing but ``os``, ``fcntl``, ``_signal`` and our two smallest modules:
 the launcher starts once per delivery.
 
 * fds 6 (read) and 7 (write) become two descriptors of the connected socket, in blocking
@@ -17,9 +17,9 @@ the launcher starts once per delivery.
 
 from __future__ import annotations
 
+import _signal  # signal.py imports enum, 6 ms of every delivery's start-up
 import fcntl
 import os
-import signal
 
 from mxf_remote.output import finish
 from mxf_remote.ucspi import NETWORK_READ_FD, NETWORK_WRITE_FD
@@ -53,14 +53,15 @@ def _descriptor_limit() -> int:
 
 def restore_signals(inherited_mask: Iterable[int]) -> None:
     """SIGPIPE ignored, every other signal default, the inherited mask back in place."""
-    for number in signal.valid_signals():
-        if number in (signal.SIGKILL, signal.SIGSTOP):
+    for number in _signal.valid_signals():
+        if number in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
+        handler = _signal.SIG_IGN if number == _signal.SIGPIPE else _signal.SIG_DFL
         try:
-            signal.signal(number, signal.SIG_IGN if number == signal.SIGPIPE else signal.SIG_DFL)
+            _signal.signal(number, handler)
         except (OSError, ValueError, RuntimeError):
             continue
-    signal.pthread_sigmask(signal.SIG_SETMASK, inherited_mask)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, inherited_mask)
 
 
 def exec_client(

@@ -4,7 +4,7 @@ qmail-rspawn starts ``mxf-remote`` once per delivery; most of what a cold start 
 the interpreter importing asyncio, uvloop and aiodns.  With ``control/remotedsocket``,
 that work is done once, in ``mxf-remoted``, and this process stays a small launcher:
 
-1. It imports nothing but ``os``, ``_socket``, ``signal`` and a few small modules of
+1. It imports nothing but ``os``, ``_socket``, ``_signal`` and a few small modules of
    ours.  Without ``control/remotedsocket`` it goes straight to the in-process path
    (``remote.main``), exactly as before.
 2. It connects to the socket the file names -- only a socket owned by us or by root --
@@ -78,9 +78,9 @@ def launch(argv: list[str]) -> None:
     path = socket_path(home)
     if path is None:
         return
-    import signal
+    import _signal  # not signal.py, which imports enum
 
-    inherited_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    inherited_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [])
     connection = connect(path)
     bound = take(connection, argv)
     receive_result(connection, bound, inherited_mask)
@@ -205,7 +205,7 @@ def _hand_off(payload: bytes, fd: int, inherited_mask: object) -> NoReturn:
     from mxf_remote.output import finish
 
     try:
-        home, argv, environ = remotedwire.decode_handoff(payload)
+        home, argv, environ, in_process = remotedwire.decode_handoff(payload)
     except remotedwire.Malformed:
         os.close(fd)
         from mxf_remote.report import server_gone
@@ -219,12 +219,35 @@ def _hand_off(payload: bytes, fd: int, inherited_mask: object) -> NoReturn:
 
         finish(NO_HOME.encode())
     env = dict(entry.split(b"=", 1) for entry in environ if b"=" in entry)
-    exec_client(
-        fd,
-        [os.fsdecode(argument) for argument in argv],
-        {os.fsdecode(key): os.fsdecode(value) for key, value in env.items()},
-        inherited_mask,  # type: ignore[arg-type]
-    )
+    client_argv = [os.fsdecode(argument) for argument in argv]
+    client_env = {os.fsdecode(key): os.fsdecode(value) for key, value in env.items()}
+    if in_process:
+        _run_in_process(in_process.decode(), fd, client_argv, client_env, inherited_mask)
+    exec_client(fd, client_argv, client_env, inherited_mask)  # type: ignore[arg-type]
+
+
+def _run_in_process(
+    name: str, fd: int, argv: list[str], env: dict[str, str], inherited_mask: object
+) -> NoReturn:
+    """Run our client ``name`` in this process, as exec would have started it.
+
+    The same fds (0, 1, 2, and the connection on 6 and 7, nothing else), the same
+    environment, argv, signal dispositions and mask, the same report and exit status --
+    without a second interpreter start.  The client's own guard (``run_guarded``) makes
+    any exception a Z report, as in its own process.
+    """
+    from mxf_remote.execclient import place_connection, restore_signals
+
+    place_connection(fd)
+    restore_signals(inherited_mask)  # type: ignore[arg-type]
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = argv
+    if name == "smtp":
+        from mxf_remote.clients.smtp import main as client_main
+    else:
+        from mxf_remote.clients.qmtp import main as client_main
+    client_main()
 
 
 def _stop_control_error(detail: str) -> NoReturn:

@@ -19,8 +19,10 @@ with ``B`` when it is at its limit (the launcher then delivers in process).  The
 one **result**, a netstring whose first byte says what it is:
 
 * ``R`` + the report bytes, which the launcher writes on fd 1;
-* ``H`` + netstrings of the qmail home, the client's argv and its environment, with the
-  winning connection attached (SCM_RIGHTS): the launcher execs the client on it.
+* ``H`` + netstrings of the qmail home, the client's argv, its environment and how to
+  run it, with the winning connection attached (SCM_RIGHTS): the launcher execs the
+  client on it -- or, when "how" names one of our own clients (``smtp``, ``qmtp``),
+  runs that client's code in its own process instead of a new interpreter.
 
 This module is imported by the launcher, which starts once per delivery: it imports
 nothing.
@@ -122,14 +124,22 @@ def decode_request(message: bytes) -> tuple[float, bytes, list[bytes], list[byte
     return started, parts[2], split(parts[3]), split(parts[4])
 
 
-def encode_handoff(home: bytes, argv: list[bytes], environ: list[bytes]) -> bytes:
+IN_PROCESS_CLIENTS = (b"smtp", b"qmtp")
+"""Our clients the launcher may run without a new interpreter (``clients/<name>.py``)."""
+
+
+def encode_handoff(
+    home: bytes, argv: list[bytes], environ: list[bytes], in_process: bytes = b""
+) -> bytes:
     """The result that hands the connection over."""
-    return netstring(HANDOFF + netstring(home) + netstrings(argv) + netstrings(environ))
+    return netstring(
+        HANDOFF + netstring(home) + netstrings(argv) + netstrings(environ) + netstring(in_process)
+    )
 
 
-def decode_handoff(payload: bytes) -> tuple[bytes, list[bytes], list[bytes]]:
-    """``(home, argv, environ)`` of a handoff result's payload (after the ``H``)."""
+def decode_handoff(payload: bytes) -> tuple[bytes, list[bytes], list[bytes], bytes]:
+    """``(home, argv, environ, in_process)`` of a handoff result's payload (after ``H``)."""
     parts = split(payload)
-    if len(parts) != 3:
+    if len(parts) != 4 or parts[3] not in (b"", *IN_PROCESS_CLIENTS):
         raise Malformed("not a handoff")
-    return parts[0], split(parts[1]), split(parts[2])
+    return parts[0], split(parts[1]), split(parts[2]), parts[3]

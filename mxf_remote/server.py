@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from mxf_remote import remotedwire
-from mxf_remote.controlfile import ControlError, program_directory, qmail_home, read_first_line
+from mxf_remote.controlfile import ControlError, qmail_home, read_first_line
 from mxf_remote.output import outsafe
 
 MAX_DELIVERIES = 1000
@@ -67,8 +67,11 @@ def log(message: str) -> None:
 class Server:
     """The listening socket, the shared c-ares channels, the deliveries in progress."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, exec_clients: bool = False) -> None:
         self.path = path
+        self.exec_clients = exec_clients
+        """True: the launcher execs every client; False: it runs our own SMTP and QMTP
+        clients in its process (no second interpreter start)."""
         self.listener: socket.socket | None = None
         self.inode: tuple[int, int] | None = None
         self.deliveries: set[asyncio.Task[None]] = set()
@@ -245,15 +248,22 @@ def socket_path_of(environ: Mapping[str, str]) -> str:
     return path
 
 
+USAGE = "usage: mxf-remoted [--exec-clients]"
+
+
 def main() -> NoReturn:
     """Entry point of ``mxf-remoted``: serve until SIGTERM, exit 0."""
     from mxf_remote.dispatch import new_event_loop
 
-    server = Server(socket_path_of(os.environ))
+    options = sys.argv[1:]
+    if any(option != "--exec-clients" for option in options):
+        raise SystemExit(USAGE)
+    server = Server(socket_path_of(os.environ), exec_clients="--exec-clients" in options)
     loop = new_event_loop()
     try:
         server.listen()
-        log(f"ready on {server.path} (pid {os.getpid()}, {program_directory(sys.argv[0])})")
+        clients = "exec'd" if server.exec_clients else "ours in the launcher's process"
+        log(f"ready on {server.path} (pid {os.getpid()}; clients: {clients})")
         loop.run_until_complete(server.serve())
     finally:
         server.close()

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
 
 from tests.measured import measured
 from tests.remotekit import AcceptLoop
@@ -506,121 +505,7 @@ def free_port() -> int:
 
 
 # -- Exchangers for end-to-end deliveries through mxf-remote --------------------------
-
-
-@dataclass
-class Arrival:
-    """One message an SMTP sink accepted: where, the envelope, the content as received."""
-
-    exchanger: str
-    sender: str
-    recipients: list[str]
-    content: bytes
-    mail_options: list[str]
-
-
-SINK_SENDER_REPLIES = {
-    "refused": "553 5.7.1 sender refused",
-    "deferred": "451 4.7.1 sender deferred",
-}
-"""Replies of ``SmtpSink`` to MAIL, by the sender's local part; anything else is 250."""
-
-SINK_RECIPIENT_REPLIES = {
-    "nobody": "550 5.1.1 no such user",
-    "busy": "450 4.2.1 mailbox busy",
-}
-"""Replies of ``SmtpSink`` to RCPT, by the recipient's local part; anything else is 250."""
-
-SINK_ACCEPTED = "250 2.0.0 OK queued"
-SINK_REPLY_HEADER = b"X-Sink-Reply: "
-"""A message with this header gets its value as the reply after the final dot."""
-
-
-class _SinkHandler:
-    """aiosmtpd hooks for one listening address of an ``SmtpSink``."""
-
-    def __init__(self, arrivals: list[Arrival], exchanger: str) -> None:
-        self.arrivals = arrivals
-        self.exchanger = exchanger
-
-    async def handle_MAIL(
-        self, server: object, session: object, envelope: Any, address: str,
-        mail_options: list[str],
-    ) -> str:
-        reply = SINK_SENDER_REPLIES.get(address.partition("@")[0])
-        if reply is not None:
-            return reply
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 OK"
-
-    async def handle_RCPT(
-        self, server: object, session: object, envelope: Any, address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        reply = SINK_RECIPIENT_REPLIES.get(address.partition("@")[0])
-        if reply is not None:
-            return reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(
-        self, server: object, session: object, envelope: Any
-    ) -> str:
-        content: bytes = envelope.original_content
-        header_at = content.find(b"\r\n" + SINK_REPLY_HEADER)
-        if header_at >= 0:
-            start = header_at + 2 + len(SINK_REPLY_HEADER)
-            return content[start : content.index(b"\r\n", start)].decode()
-        self.arrivals.append(
-            Arrival(self.exchanger, envelope.mail_from, list(envelope.rcpt_tos), content,
-                    list(envelope.mail_options))
-        )
-        return SINK_ACCEPTED
-
-
-class SmtpSink:
-    """A real aiosmtpd server on several ``address:port`` pairs, keeping what arrives.
-
-    Each address gets its own aiosmtpd ``Controller`` (a thread with an event loop) on a
-    socket from ``tests.infra.netns.listen_tcp``, so IPv6 test addresses work too.  What
-    the server refuses is chosen by the message itself: ``SINK_SENDER_REPLIES``,
-    ``SINK_RECIPIENT_REPLIES`` and the ``X-Sink-Reply:`` header.
-    """
-
-    def __init__(self) -> None:
-        self.arrivals: list[Arrival] = []
-        self._controllers: list[Any] = []
-
-    def listen(self, address: str, port: int) -> None:
-        """Start serving on ``address``:``port``."""
-        from aiosmtpd.controller import Controller
-
-        from tests.infra.netns import listen_tcp
-
-        class SocketController(Controller):  # type: ignore[misc]
-            def __init__(self, handler: _SinkHandler, sock: socket.socket) -> None:
-                super().__init__(handler, hostname=address, port=port,
-                                 data_size_limit=64 << 20)
-                self.listening = sock
-
-            def _create_server(self) -> Any:
-                return self.loop.create_server(self._factory_invoker, sock=self.listening)
-
-        sock = listen_tcp(address, port)
-        controller = SocketController(_SinkHandler(self.arrivals, address), sock)
-        try:
-            controller.start()
-        except BaseException:
-            sock.close()
-            raise
-        self._controllers.append(controller)
-
-    def close(self) -> None:
-        """Stop every server."""
-        for controller in self._controllers:
-            controller.stop()
-        self._controllers.clear()
+# (the SMTP sink, aiosmtpd, is ``tests.sinkkit.SmtpSink``)
 
 
 class ScriptedServer(AcceptLoop):

@@ -7,6 +7,17 @@ namespace is touched.  This must happen while the process is single-threaded, wh
 why it runs when pytest imports this file.  Where no namespace can be made, tests that
 need one are skipped with the reason.
 
+Shared module-scoped servers, each made from a variable of the module that uses it:
+
+* ``knot``: a ``KnotServer`` serving the module's ``ZONES`` (origin → zone text), and
+  answering SERVFAIL for its ``SERVFAIL_ZONES`` when it has them;
+* ``listeners``: ``remotekit.Listeners`` greeting on the module's ``LISTENERS``
+  (``(address, port)`` pairs).
+
+Both need the private network namespace (the ``netns`` fixture).  A module that needs
+something else (a knot with other options, listeners per test) defines its own fixture
+of the same name, which takes precedence.
+
 Hygiene (after aiohappyeyeballs' conftest, plus what exec/fd work needs): a test fails
 if it leaves a thread, a child process or an open file descriptor behind.
 """
@@ -18,21 +29,92 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from tests.infra.netns import enter_private_netns, nft_available
 
+if TYPE_CHECKING:
+    from tests.infra.knot import KnotServer
+    from tests.remotekit import Listeners
+
 NETNS_PROBLEM = enter_private_netns()
 NFT_PROBLEM = nft_available() if NETNS_PROBLEM is None else NETNS_PROBLEM
 
 
-@pytest.fixture
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--warm``: run the deliveries through one mxf-remoted (the warm path)."""
+    parser.addoption(
+        "--warm",
+        action="store_true",
+        help="deliver through one mxf-remoted started for the session (control/remotedsocket)",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_path(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under ``--warm``: one mxf-remoted for the session, used by every QmailHome."""
+    if not request.config.getoption("--warm"):
+        yield
+        return
+    from tests import remotekit
+    from tests.remotedkit import RemotedServer
+
+    server = RemotedServer()
+    remotekit.WARM_SOCKET = server.socket
+    try:
+        yield
+    finally:
+        remotekit.WARM_SOCKET = None
+        status = server.stop()
+        log = server.log_text()
+        server.close()
+        assert status == 0 and "internal error" not in log, log
+
+
+@pytest.fixture(scope="session")
 def netns() -> None:
     """Skip unless the session runs in its own network namespace."""
     if NETNS_PROBLEM is not None:
         pytest.skip(f"no private network namespace: {NETNS_PROBLEM}")
+
+
+def _module_setting(request: pytest.FixtureRequest, name: str) -> Any:
+    """The requesting test module's variable ``name`` (the test errors when it has none)."""
+    if not hasattr(request.module, name):
+        pytest.fail(
+            f"{request.module.__name__} uses the {request.fixturename!r} fixture"
+            f" but does not define {name}",
+            pytrace=False,
+        )
+    return getattr(request.module, name)
+
+
+@pytest.fixture(scope="module")
+def knot(request: pytest.FixtureRequest, netns: None) -> Iterator[KnotServer]:
+    """knotd serving the module's ``ZONES`` (and SERVFAIL for its ``SERVFAIL_ZONES``)."""
+    from tests.infra.knot import KnotServer
+
+    zones = _module_setting(request, "ZONES")
+    servfail = getattr(request.module, "SERVFAIL_ZONES", ())
+    with KnotServer(zones, servfail_zones=servfail) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def listeners(request: pytest.FixtureRequest, netns: None) -> Iterator[Listeners]:
+    """Listeners that greet, on each ``(address, port)`` of the module's ``LISTENERS``."""
+    from tests.remotekit import Listeners
+
+    where = _module_setting(request, "LISTENERS")
+    servers = Listeners()
+    try:
+        for address, port in where:
+            servers.listen(address, port)
+        yield servers
+    finally:
+        servers.close()
 
 
 @pytest.fixture
@@ -89,7 +171,8 @@ def hygiene() -> Iterator[None]:
     fds = _open_fds()
     yield
     left_threads = {
-        t for t in _settle(lambda: set(threading.enumerate()), threads)
+        t
+        for t in _settle(lambda: set(threading.enumerate()), threads)
         if not t.name.endswith(PERMANENT_THREAD_SUFFIXES)
     }
     left_children = _settle(_children, children)

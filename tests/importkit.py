@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 TIMEOUT = 20.0
+IMPORTS = Path(__file__).resolve().parent / "programs" / "imports.py"
 
 
 def modules_loaded_by(module: str) -> set[str]:
     """The names ``import module`` adds to ``sys.modules`` of a fresh interpreter."""
-    code = (
-        "import sys\n"
-        "before = set(sys.modules)\n"
-        f"import {module}\n"
-        "print(' '.join(sorted(set(sys.modules) - before)))\n"
-    )
     completed = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, check=True
+        [sys.executable, str(IMPORTS), module],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
     )
     return set(completed.stdout.split())

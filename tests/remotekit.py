@@ -4,8 +4,9 @@
 * ``write_recorder``: a protocol program for the handoff.  It is a ``/bin/sh`` script so
   that its signal dispositions and mask are exactly what mxf-remote left (a Python
   program would ignore SIGPIPE and SIGXFSZ itself before we could look); it then execs
-  Python to record argv, environment, open descriptors, fd 0's offset and the blocking
-  mode of fds 6/7, talks to the listener over fds 6/7, and prints a K report.
+  Python (``tests/programs/recorder.py``) to record argv, environment, open descriptors,
+  fd 0's offset and the blocking mode of fds 6/7, talks to the listener over fds 6/7, and
+  prints a K report.
 * ``Listeners``: TCP listeners on test addresses that greet whoever connects.
 * ``run_remote``: one delivery, with the message on fd 0 from a real file.
 """
@@ -32,45 +33,14 @@ MXF_REMOTE = os.path.join(os.path.dirname(sys.executable), "mxf-remote")
 if not os.path.exists(MXF_REMOTE):
     MXF_REMOTE = shutil.which("mxf-remote") or MXF_REMOTE
 
+WARM_SOCKET: str | None = None
+"""Set by conftest.py under ``pytest --warm``: every QmailHome then uses this server."""
+
 SERVER_GREETING = b"hello from the server\n"
 CLIENT_GREETING = b"hello from the client\n"
 
-_RECORDER_PY = r'''
-import json, os, sys, fcntl, signal
-
-def open_fds():
-    found = []
-    for fd in range(1024):
-        try:
-            fcntl.fcntl(fd, fcntl.F_GETFD)
-        except OSError:
-            continue
-        found.append(fd)
-    return found
-
-record = {
-    "argv": sys.argv[1:],
-    "env": dict(os.environ),
-    "fds": open_fds(),
-    "fd0_offset": os.lseek(0, 0, os.SEEK_CUR),
-    "sigmask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
-    "fd6_blocking": os.get_blocking(6),
-    "fd7_blocking": os.get_blocking(7),
-    "fd6_fd7_same_socket": os.fstat(6).st_ino == os.fstat(7).st_ino,
-    "fd6_cloexec": bool(fcntl.fcntl(6, fcntl.F_GETFD) & fcntl.FD_CLOEXEC),
-}
-os.write(7, b"hello from the client\n")
-heard = b""
-while not heard.endswith(b"\n"):
-    chunk = os.read(6, 100)
-    if not chunk:
-        break
-    heard += chunk
-record["heard"] = heard.decode()
-with open(os.environ["MXF_TEST_RECORD"], "w") as out:
-    json.dump(record, out)
-os.write(1, b"Krecorder got it\n\0")
-'''
+RECORDER = Path(__file__).resolve().parent / "programs" / "recorder.py"
+"""The Python part of the recording protocol program (``write_recorder`` copies it)."""
 
 
 def write_recorder(directory: Path) -> Path:
@@ -80,7 +50,7 @@ def write_recorder(directory: Path) -> Path:
     to see the signal *mask* (dash clears the mask at start-up; Python keeps it).
     """
     python_part = directory / "recorder.py"
-    python_part.write_text(f"#!{sys.executable}\n{_RECORDER_PY}")
+    python_part.write_text(f"#!{sys.executable}\n{RECORDER.read_text()}")
     python_part.chmod(0o755)
     script = directory / "recorder"
     script.write_text(
@@ -100,6 +70,12 @@ class QmailHome:
 
     def __post_init__(self) -> None:
         (self.root / "control").mkdir(parents=True, exist_ok=True)
+        if WARM_SOCKET is not None:
+            self.use_remoted(WARM_SOCKET)
+
+    def use_remoted(self, socket_path: str) -> None:
+        """Deliveries from this home go through the mxf-remoted listening on ``socket_path``."""
+        self.control("remotedsocket", socket_path + "\n")
 
     def control(self, name: str, text: str) -> None:
         """Write ``control/NAME``."""
@@ -153,7 +129,10 @@ def run_remote(
     with open(message_path, "rb") as message_file:
         started = time.monotonic()
         done = subprocess.run(
-            argv, stdin=message_file, capture_output=True, env=measured(full_env),
+            argv,
+            stdin=message_file,
+            capture_output=True,
+            env=measured(full_env),
             timeout=timeout,
             check=False,
         )
@@ -164,8 +143,9 @@ def run_remote(
     if signal_path.exists():
         signals = {
             key: int(value, 16)
-            for key, value in (line.split(":\t") for line in signal_path.read_text().split("\n")
-                               if line)
+            for key, value in (
+                line.split(":\t") for line in signal_path.read_text().split("\n") if line
+            )
         }
     trace = []
     if trace_path.exists():

@@ -2,7 +2,7 @@
 
 A slice-1 MX (preference 12801) is tried with QMTP on port 209 first and, only when that
 connection fails, with SMTP on port 25 of the same host (MXPS; spec §4).  Here a QMTP
-sink (``clientkit.qmtp_sink``) and aiosmtpd (``clientkit.SmtpSink``) listen on 127.0.5.1x
+sink (``clientkit.qmtp_sink``) and aiosmtpd (``sinkkit.SmtpSink``) listen on 127.0.5.1x
 and fd6d:7866::51x; the clients are named by bare name in ``control/protocols`` and are
 not on PATH.  Each test asserts the report bytes, qmail-rspawn's fold of them, and what
 arrived where, byte for byte.
@@ -20,7 +20,6 @@ from tests.clientkit import (
     QMTP_SINK_ACCEPTED,
     QmtpArrival,
     ScriptedServer,
-    SmtpSink,
     fold,
     qmtp_sink,
 )
@@ -34,6 +33,7 @@ from tests.deliverykit import (
 from tests.infra.knot import KnotServer
 from tests.infra.netns import silence
 from tests.remotekit import Delivery, QmailHome
+from tests.sinkkit import SmtpSink
 
 pytestmark = [pytest.mark.knot]
 
@@ -52,19 +52,13 @@ mx.refusing      A     {REFUSING}
 silent           MX    12801 mx.silent
 mx.silent        A     {SILENT}
 """
+ZONES = {"qdlv.test": ZONE}
 
 TRICKY = (
     b"Subject: caf\xc3\xa9 \xff\n\n.\n..\n.leading dot\r\nCRLF and bare\rCR\n\x80\x81 8-bit\nlast\n"
 )
 SMTP_ACCEPTED = b"Remote host said: 250 2.0.0 OK queued\n"
 QMTP_TEXT = b"Remote host said: " + QMTP_SINK_ACCEPTED[1:] + b"\n"
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotServer]:
-    """knotd serving the MXPS exchangers of this module."""
-    with KnotServer({"qdlv.test": ZONE}) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -149,14 +143,14 @@ class TestSliceOne:
     ) -> None:
         """QMTP on 209, not SMTP: the package carries LF + the file unchanged; K."""
         arrived, smtp = sinks
-        delivery = deliver(home, "q.qdlv.test", knot, recipients=("bob@q.qdlv.test",),
-                           message=TRICKY)
+        delivery = deliver(
+            home, "q.qdlv.test", knot, recipients=("bob@q.qdlv.test",), message=TRICKY
+        )
         assert delivery.stdout == b"r\0K127.0.5.11 accepted message.\n" + QMTP_TEXT + b"\0"
         assert fold(delivery.stdout) == b"K127.0.5.11 accepted message.\n" + QMTP_TEXT
         assert attempts(delivery) == [("qmtp", QMTP, 209)]
         assert program(delivery) == "mxf-remote-qmtpc"
-        assert packages(arrived) == [(QMTP, b"\n" + TRICKY, SENDER.encode(),
-                                      [b"bob@q.qdlv.test"])]
+        assert packages(arrived) == [(QMTP, b"\n" + TRICKY, SENDER.encode(), [b"bob@q.qdlv.test"])]
         assert smtp.arrivals == []
 
     def test_no_final_newline_goes_over_qmtp(
@@ -165,8 +159,7 @@ class TestSliceOne:
         """QMTP carries a message without its final LF (SMTP would bounce it): K."""
         arrived, _ = sinks
         message = b"Subject: x\n\nno final newline"
-        delivery = deliver(home, "q.qdlv.test", knot, recipients=("bob@x.test",),
-                           message=message)
+        delivery = deliver(home, "q.qdlv.test", knot, recipients=("bob@x.test",), message=message)
         assert delivery.stdout == b"r\0K127.0.5.11 accepted message.\n" + QMTP_TEXT + b"\0"
         assert [a.message for a in arrived] == [b"\n" + message]
 
@@ -177,8 +170,7 @@ class TestSliceOne:
         arrived, _ = sinks
         message = b"".join(b".line %07d \xe9 %s\n" % (i, b"q" * 60) for i in range(150_000))
         assert len(message) > 10_000_000
-        delivery = deliver(home, "q.qdlv.test", knot, recipients=("bob@x.test",),
-                           message=message)
+        delivery = deliver(home, "q.qdlv.test", knot, recipients=("bob@x.test",), message=message)
         assert delivery.stdout == b"r\0K127.0.5.11 accepted message.\n" + QMTP_TEXT + b"\0"
         assert len(arrived) == 1
         assert arrived[0].message == b"\n" + message
@@ -190,8 +182,7 @@ class TestSliceOne:
         arrived, _ = sinks
         delivery = deliver(home, "q6.qdlv.test", knot, recipients=("bob@x.test",))
         assert delivery.stdout == b"r\0Kfd6d:7866::511 accepted message.\n" + QMTP_TEXT + b"\0"
-        assert packages(arrived) == [(QMTP6, b"\n" + MESSAGE, SENDER.encode(),
-                                      [b"bob@x.test"])]
+        assert packages(arrived) == [(QMTP6, b"\n" + MESSAGE, SENDER.encode(), [b"bob@x.test"])]
 
 
 @pytest.mark.usefixtures("netns")
@@ -202,8 +193,10 @@ class TestQmtpOutcomes:
         ("recipient", "output", "folded"),
         [
             pytest.param(
-                "bob", b"r\0K127.0.5.11 accepted message.\n" + QMTP_TEXT + b"\0",
-                b"K127.0.5.11 accepted message.\n" + QMTP_TEXT, id="K",
+                "bob",
+                b"r\0K127.0.5.11 accepted message.\n" + QMTP_TEXT + b"\0",
+                b"K127.0.5.11 accepted message.\n" + QMTP_TEXT,
+                id="K",
             ),
             pytest.param(
                 "busy",
@@ -230,8 +223,13 @@ class TestQmtpOutcomes:
         ],
     )
     def test_report_and_fold(
-        self, *, home: QmailHome, knot: KnotServer,
-        sinks: tuple[list[QmtpArrival], SmtpSink], recipient: str, output: bytes,
+        self,
+        *,
+        home: QmailHome,
+        knot: KnotServer,
+        sinks: tuple[list[QmtpArrival], SmtpSink],
+        recipient: str,
+        output: bytes,
         folded: bytes,
     ) -> None:
         """Exact reports and K/Z/D for qmail-send; the SMTP port of the host is never used."""
@@ -248,15 +246,17 @@ class TestQmtpOutcomes:
     ) -> None:
         """D, Z and K recipients of one package: h, s, r in order, then K; one package."""
         arrived, _ = sinks
-        delivery = deliver(home, "q.qdlv.test", knot,
-                           recipients=("nobody@x.test", "busy@x.test", "bob@x.test"))
+        delivery = deliver(
+            home, "q.qdlv.test", knot, recipients=("nobody@x.test", "busy@x.test", "bob@x.test")
+        )
         assert delivery.stdout == (
             b"h127.0.5.11 does not like recipient.\nRemote host said: no such user\n\0"
             b"s127.0.5.11 does not like recipient.\nRemote host said: mailbox busy, try later\n\0"
             b"r\0K127.0.5.11 accepted message.\n" + QMTP_TEXT + b"\0"
         )
-        assert [a.recipients for a in arrived] == [[b"nobody@x.test", b"busy@x.test",
-                                                    b"bob@x.test"]]
+        assert [a.recipients for a in arrived] == [
+            [b"nobody@x.test", b"busy@x.test", b"bob@x.test"]
+        ]
 
 
 @pytest.mark.usefixtures("netns")
@@ -268,11 +268,10 @@ class TestFallbackToSmtp:
     ) -> None:
         """209 refuses: SMTP to the same address right after, K, the message byte for byte."""
         arrived, smtp = sinks
-        delivery = deliver(home, "refusing.qdlv.test", knot, recipients=("bob@x.test",),
-                           message=TRICKY)
-        assert delivery.stdout == (
-            b"r\0K127.0.5.12 accepted message.\n" + SMTP_ACCEPTED + b"\0"
+        delivery = deliver(
+            home, "refusing.qdlv.test", knot, recipients=("bob@x.test",), message=TRICKY
         )
+        assert delivery.stdout == (b"r\0K127.0.5.12 accepted message.\n" + SMTP_ACCEPTED + b"\0")
         assert fold(delivery.stdout) == b"K127.0.5.12 accepted message.\n" + SMTP_ACCEPTED
         assert attempts(delivery) == [("qmtp", REFUSING, 209), ("smtp", REFUSING, 25)]
         assert program(delivery) == "mxf-remote-smtpc"
@@ -284,16 +283,17 @@ class TestFallbackToSmtp:
         assert arrived == []
 
     def test_silent_209_falls_back_after_one_connect_delay(
-        self, home: QmailHome, knot: KnotServer, sinks: tuple[list[QmtpArrival], SmtpSink],
+        self,
+        home: QmailHome,
+        knot: KnotServer,
+        sinks: tuple[list[QmtpArrival], SmtpSink],
         silent_hosts: None,
     ) -> None:
         """209 drops SYNs: SMTP starts one connectdelay (250 ms) later and delivers, K."""
         _, smtp = sinks
         silence(SILENT, 209)
         delivery = deliver(home, "silent.qdlv.test", knot, recipients=("bob@x.test",))
-        assert delivery.stdout == (
-            b"r\0K127.0.5.13 accepted message.\n" + SMTP_ACCEPTED + b"\0"
-        )
+        assert delivery.stdout == (b"r\0K127.0.5.13 accepted message.\n" + SMTP_ACCEPTED + b"\0")
         assert attempts(delivery) == [("qmtp", SILENT, 209), ("smtp", SILENT, 25)]
         starts = [e["t"] for e in delivery.trace if e["event"] == "attempt"]
         assert 240 <= starts[1] - starts[0] <= 400, f"SMTP {starts[1] - starts[0]} ms later"
@@ -303,15 +303,16 @@ class TestFallbackToSmtp:
         ]
 
     def test_silent_209_with_a_shorter_connect_delay(
-        self, home: QmailHome, knot: KnotServer, sinks: tuple[list[QmtpArrival], SmtpSink],
+        self,
+        home: QmailHome,
+        knot: KnotServer,
+        sinks: tuple[list[QmtpArrival], SmtpSink],
         silent_hosts: None,
     ) -> None:
         """control/connectdelay 100: the fallback costs 100 ms, not the 250 ms default."""
         silence(SILENT, 209)
         home.control("connectdelay", "100\n")
         delivery = deliver(home, "silent.qdlv.test", knot, recipients=("bob@x.test",))
-        assert delivery.stdout.endswith(b"K127.0.5.13 accepted message.\n" + SMTP_ACCEPTED
-                                        + b"\0")
+        assert delivery.stdout.endswith(b"K127.0.5.13 accepted message.\n" + SMTP_ACCEPTED + b"\0")
         starts = [e["t"] for e in delivery.trace if e["event"] == "attempt"]
         assert 90 <= starts[1] - starts[0] <= 250, f"SMTP {starts[1] - starts[0]} ms later"
-

@@ -3,7 +3,7 @@
 The installed ``mxf-remote`` runs as qmail-rspawn would run it, in the session's private
 network namespace, with ``control/protocols`` naming the clients by bare name and a PATH
 that does not contain them: mxf-remote must find them beside itself.  Exchangers listen
-on port 25 of 127.0.5.x and fd6d:7866::5xx: aiosmtpd (``clientkit.SmtpSink``), Debian's
+on port 25 of 127.0.5.x and fd6d:7866::5xx: aiosmtpd (``sinkkit.SmtpSink``), Debian's
 Postfix in the foreground, and a scripted server that refuses at the greeting.  Each test
 asserts the report bytes, what qmail-rspawn folds them into (the K/Z/D qmail-send sees),
 and what arrived, byte for byte.
@@ -21,11 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests.clientkit import (
-    SINK_ACCEPTED,
     Peer,
     PostfixServer,
     ScriptedServer,
-    SmtpSink,
     converse_records,
     fold,
     make_home,
@@ -41,6 +39,7 @@ from tests.deliverykit import (
 )
 from tests.infra.knot import KnotServer
 from tests.remotekit import MXF_REMOTE, Delivery, QmailHome
+from tests.sinkkit import SINK_ACCEPTED, SmtpSink
 
 pytestmark = [pytest.mark.knot]
 
@@ -67,6 +66,7 @@ refused          MX    20 mx2.refused
 mx1.refused      A     {CLOSED}
 mx2.refused      A     {SECOND}
 """
+ZONES = {"dlv.test": ZONE}
 
 BUSY_GREETING = "421 4.3.2 mx1.busy is too busy, come back later"
 
@@ -75,13 +75,6 @@ TRICKY = (
     b"Message-ID: <e2e@example.org>\nSubject: caf\xc3\xa9 \xff\xfe\n\n"
     b".\n..\n...three\n.leading dot\nmiddle . dot\n. \n\xe9t\xe9 8-bit \x80\x81\nlast\n"
 )
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotServer]:
-    """knotd serving the exchangers of this module."""
-    with KnotServer({"dlv.test": ZONE}) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +166,9 @@ class TestAiosmtpd:
         self, home: QmailHome, knot: KnotServer, arrivals: SmtpSink
     ) -> None:
         """Dot lines, leading dots and 8-bit bytes arrive as written; BODY=8BITMIME, SIZE."""
-        delivery = deliver(home, "aio.dlv.test", knot, recipients=("bob@aio.dlv.test",),
-                           message=TRICKY)
+        delivery = deliver(
+            home, "aio.dlv.test", knot, recipients=("bob@aio.dlv.test",), message=TRICKY
+        )
         assert delivery.stdout == (
             b"r\0K127.0.5.1 accepted message.\nRemote host said: 250 2.0.0 OK queued\n\0"
         )
@@ -182,22 +176,32 @@ class TestAiosmtpd:
             b"K127.0.5.1 accepted message.\nRemote host said: 250 2.0.0 OK queued\n"
         )
         size = len(TRICKY) + TRICKY.count(b"\n")
-        assert [(a.exchanger, a.sender, a.recipients, a.content, a.mail_options)
-                for a in arrivals.arrivals] == [
-            (AIOSMTPD, SENDER, ["bob@aio.dlv.test"], crlf(TRICKY),
-             [f"SIZE={size}", "BODY=8BITMIME"]),
+        assert [
+            (a.exchanger, a.sender, a.recipients, a.content, a.mail_options)
+            for a in arrivals.arrivals
+        ] == [
+            (
+                AIOSMTPD,
+                SENDER,
+                ["bob@aio.dlv.test"],
+                crlf(TRICKY),
+                [f"SIZE={size}", "BODY=8BITMIME"],
+            ),
         ]
 
     def test_the_clients_are_found_beside_mxf_remote(
         self, home: QmailHome, knot: KnotServer, arrivals: SmtpSink
     ) -> None:
         """``mxf-remote-smtpc`` by bare name, not on PATH: the one beside mxf-remote runs."""
-        assert not any(os.path.exists(os.path.join(d, "mxf-remote-smtpc"))
-                       for d in PATH_WITHOUT_CLIENTS.split(":"))
+        assert not any(
+            os.path.exists(os.path.join(d, "mxf-remote-smtpc"))
+            for d in PATH_WITHOUT_CLIENTS.split(":")
+        )
         delivery = deliver(home, "aio.dlv.test", knot, recipients=("bob@aio.dlv.test",))
         assert handed_to(delivery) == [("mxf-remote-smtpc", AIOSMTPD, 25)]
-        assert delivery.stdout.endswith(b"K127.0.5.1 accepted message.\n"
-                                        b"Remote host said: 250 2.0.0 OK queued\n\0")
+        assert delivery.stdout.endswith(
+            b"K127.0.5.1 accepted message.\nRemote host said: 250 2.0.0 OK queued\n\0"
+        )
         assert len(arrivals.arrivals) == 1
 
     def test_without_the_clients_beside_it_nothing_is_usable(
@@ -216,18 +220,25 @@ class TestAiosmtpd:
         with message.open("rb") as stdin:
             done = subprocess.run(
                 [str(elsewhere / "mxf-remote"), "aio.dlv.test", SENDER, "bob@x.test"],
-                stdin=stdin, capture_output=True, timeout=60, check=False,
+                stdin=stdin,
+                capture_output=True,
+                timeout=60,
+                check=False,
                 env={**knot.env, "PATH": PATH_WITHOUT_CLIENTS, "MXF_QMAIL": str(home.root)},
             )
         assert (done.stdout, done.stderr, done.returncode) == (
-            b"ZNo usable mail protocol is installed (control/protocols). (#4.3.0)\n\0", b"", 0)
+            b"ZNo usable mail protocol is installed (control/protocols). (#4.3.0)\n\0",
+            b"",
+            0,
+        )
 
     def test_several_recipients_in_one_run(
         self, home: QmailHome, knot: KnotServer, arrivals: SmtpSink
     ) -> None:
         """Two recipients (the form qmail-rspawn never uses): r, r, then one K; one copy."""
-        delivery = deliver(home, "aio.dlv.test", knot,
-                           recipients=("bob@aio.dlv.test", "carol@aio.dlv.test"))
+        delivery = deliver(
+            home, "aio.dlv.test", knot, recipients=("bob@aio.dlv.test", "carol@aio.dlv.test")
+        )
         assert delivery.stdout == (
             b"r\0r\0K127.0.5.1 accepted message.\nRemote host said: 250 2.0.0 OK queued\n\0"
         )
@@ -235,17 +246,16 @@ class TestAiosmtpd:
             (["bob@aio.dlv.test", "carol@aio.dlv.test"], crlf(MESSAGE)),
         ]
 
-    def test_ten_megabytes(
-        self, home: QmailHome, knot: KnotServer, arrivals: SmtpSink
-    ) -> None:
+    def test_ten_megabytes(self, home: QmailHome, knot: KnotServer, arrivals: SmtpSink) -> None:
         """A 10 MB message with dot lines and 8-bit bytes arrives byte for byte."""
         message = b"".join(
             b".dot %07d\n" % i if i % 7 == 0 else b"line %07d \xe9 %s\n" % (i, b"z" * 60)
             for i in range(150_000)
         )
         assert len(message) > 10_000_000
-        delivery = deliver(home, "aio.dlv.test", knot, recipients=("bob@aio.dlv.test",),
-                           message=message)
+        delivery = deliver(
+            home, "aio.dlv.test", knot, recipients=("bob@aio.dlv.test",), message=message
+        )
         assert delivery.stdout == (
             b"r\0K127.0.5.1 accepted message.\nRemote host said: 250 2.0.0 OK queued\n\0"
         )
@@ -256,8 +266,13 @@ class TestAiosmtpd:
         self, home: QmailHome, knot: KnotServer, arrivals: SmtpSink
     ) -> None:
         """A message without its final LF: D (#5.6.2), qmail-send bounces, nothing sent."""
-        delivery = deliver(home, "aio.dlv.test", knot, recipients=("bob@aio.dlv.test",),
-                           message=b"Subject: x\n\nno final newline")
+        delivery = deliver(
+            home,
+            "aio.dlv.test",
+            knot,
+            recipients=("bob@aio.dlv.test",),
+            message=b"Subject: x\n\nno final newline",
+        )
         assert delivery.stdout == (
             b"DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n\0"
         )
@@ -266,12 +281,11 @@ class TestAiosmtpd:
         )
         assert arrivals.arrivals == []
 
-    def test_an_ipv6_exchanger(
-        self, home: QmailHome, knot: KnotServer, arrivals: SmtpSink
-    ) -> None:
+    def test_an_ipv6_exchanger(self, home: QmailHome, knot: KnotServer, arrivals: SmtpSink) -> None:
         """An AAAA-only exchanger: the report names its IPv6 address, the mail arrives."""
-        delivery = deliver(home, "aio6.dlv.test", knot, recipients=("bob@aio6.dlv.test",),
-                           message=TRICKY)
+        delivery = deliver(
+            home, "aio6.dlv.test", knot, recipients=("bob@aio6.dlv.test",), message=TRICKY
+        )
         assert delivery.stdout == (
             b"r\0Kfd6d:7866::501 accepted message.\nRemote host said: 250 2.0.0 OK queued\n\0"
         )
@@ -294,22 +308,35 @@ class TestOutcomes:
         ("sender", "recipient", "extra_header", "output", "folded"),
         [
             pytest.param(
-                SENDER, "bob", b"", b"r\0" + ACCEPTED + b"\0", ACCEPTED, id="accepted-K",
+                SENDER,
+                "bob",
+                b"",
+                b"r\0" + ACCEPTED + b"\0",
+                ACCEPTED,
+                id="accepted-K",
             ),
             pytest.param(
-                SENDER, "nobody", b"", REFUSED_RCPT + b"\0" + GIVING_UP + b"\0",
+                SENDER,
+                "nobody",
+                b"",
+                REFUSED_RCPT + b"\0" + GIVING_UP + b"\0",
                 b"D127.0.5.1 does not like recipient.\n"
                 b"Remote host said: 550 5.1.1 no such user\nGiving up on 127.0.5.1.\n",
                 id="recipient-550-D",
             ),
             pytest.param(
-                SENDER, "busy", b"", BUSY_RCPT + b"\0" + GIVING_UP + b"\0",
+                SENDER,
+                "busy",
+                b"",
+                BUSY_RCPT + b"\0" + GIVING_UP + b"\0",
                 b"Z127.0.5.1 does not like recipient.\n"
                 b"Remote host said: 450 4.2.1 mailbox busy\nGiving up on 127.0.5.1.\n",
                 id="recipient-450-Z",
             ),
             pytest.param(
-                "refused@example.org", "bob", b"",
+                "refused@example.org",
+                "bob",
+                b"",
                 b"DConnected to 127.0.5.1 but sender was rejected.\n"
                 b"Remote host said: 553 5.7.1 sender refused\n\0",
                 b"DConnected to 127.0.5.1 but sender was rejected.\n"
@@ -317,7 +344,9 @@ class TestOutcomes:
                 id="sender-553-D",
             ),
             pytest.param(
-                "deferred@example.org", "bob", b"",
+                "deferred@example.org",
+                "bob",
+                b"",
                 b"ZConnected to 127.0.5.1 but sender was rejected.\n"
                 b"Remote host said: 451 4.7.1 sender deferred\n\0",
                 b"ZConnected to 127.0.5.1 but sender was rejected.\n"
@@ -325,7 +354,9 @@ class TestOutcomes:
                 id="sender-451-Z",
             ),
             pytest.param(
-                SENDER, "bob", b"X-Sink-Reply: 554 5.6.0 content refused\n",
+                SENDER,
+                "bob",
+                b"X-Sink-Reply: 554 5.6.0 content refused\n",
                 b"r\0D127.0.5.1 failed after I sent the message.\n"
                 b"Remote host said: 554 5.6.0 content refused\n\0",
                 b"D127.0.5.1 failed after I sent the message.\n"
@@ -333,7 +364,9 @@ class TestOutcomes:
                 id="after-dot-554-D",
             ),
             pytest.param(
-                SENDER, "bob", b"X-Sink-Reply: 452 4.3.1 queue full\n",
+                SENDER,
+                "bob",
+                b"X-Sink-Reply: 452 4.3.1 queue full\n",
                 b"r\0Z127.0.5.1 failed after I sent the message.\n"
                 b"Remote host said: 452 4.3.1 queue full\n\0",
                 b"Z127.0.5.1 failed after I sent the message.\n"
@@ -343,13 +376,27 @@ class TestOutcomes:
         ],
     )
     def test_report_and_fold(
-        self, *, home: QmailHome, knot: KnotServer, arrivals: SmtpSink, sender: str,
-        recipient: str, extra_header: bytes, output: bytes, folded: bytes,
+        self,
+        *,
+        home: QmailHome,
+        knot: KnotServer,
+        arrivals: SmtpSink,
+        sender: str,
+        recipient: str,
+        extra_header: bytes,
+        output: bytes,
+        folded: bytes,
     ) -> None:
         """The exact reports, the K/Z/D qmail-send gets, and an arrival only for K."""
         message = b"Subject: outcome\n" + extra_header + b"\nbody\n"
-        delivery = deliver(home, "aio.dlv.test", knot, recipients=(f"{recipient}@x.test",),
-                           message=message, sender=sender)
+        delivery = deliver(
+            home,
+            "aio.dlv.test",
+            knot,
+            recipients=(f"{recipient}@x.test",),
+            message=message,
+            sender=sender,
+        )
         assert delivery.stdout == output
         assert fold(delivery.stdout) == folded
         delivered = [(a.sender, a.recipients, a.content) for a in arrivals.arrivals]
@@ -362,8 +409,9 @@ class TestOutcomes:
         self, home: QmailHome, knot: KnotServer, arrivals: SmtpSink
     ) -> None:
         """Refused, deferred and accepted recipients: h, s, r, K; only bob gets the mail."""
-        delivery = deliver(home, "aio.dlv.test", knot,
-                           recipients=("nobody@x.test", "busy@x.test", "bob@x.test"))
+        delivery = deliver(
+            home, "aio.dlv.test", knot, recipients=("nobody@x.test", "busy@x.test", "bob@x.test")
+        )
         assert delivery.stdout == (
             REFUSED_RCPT + b"\0" + BUSY_RCPT + b"\0" + b"r\0" + ACCEPTED + b"\0"
         )
@@ -375,7 +423,10 @@ class TestMultipleExchangers:
     """djb: a refused connection moves on to the next MX; a refusal after connect does not."""
 
     def test_421_at_greeting_is_z_and_no_other_mx_is_tried(
-        self, home: QmailHome, knot: KnotServer, arrivals: SmtpSink,
+        self,
+        home: QmailHome,
+        knot: KnotServer,
+        arrivals: SmtpSink,
         busy_server: ScriptedServer,
     ) -> None:
         """Best MX greets 421: Z with its text; MX 20 is never contacted, nothing arrives."""
@@ -398,8 +449,9 @@ class TestMultipleExchangers:
         self, home: QmailHome, knot: KnotServer, arrivals: SmtpSink
     ) -> None:
         """Best MX refuses the TCP connection: MX 20 gets the mail at once, K."""
-        delivery = deliver(home, "refused.dlv.test", knot, recipients=("bob@x.test",),
-                           message=TRICKY)
+        delivery = deliver(
+            home, "refused.dlv.test", knot, recipients=("bob@x.test",), message=TRICKY
+        )
         assert delivery.stdout == (
             b"r\0K127.0.5.4 accepted message.\nRemote host said: 250 2.0.0 OK queued\n\0"
         )
@@ -422,8 +474,9 @@ class TestPostfix:
         self, home: QmailHome, knot: KnotServer, postfix: PostfixServer
     ) -> None:
         """Envelope and content as Postfix stored them, after its own Received line."""
-        delivery = deliver(home, "pf.dlv.test", knot, recipients=("bob@example.org",),
-                           message=TRICKY)
+        delivery = deliver(
+            home, "pf.dlv.test", knot, recipients=("bob@example.org",), message=TRICKY
+        )
         head = b"r\0K127.0.5.2 accepted message.\nRemote host said: 250 2.0.0 Ok: queued as "
         assert delivery.stdout.startswith(head)
         assert delivery.stdout.endswith(b"\n\0") and delivery.stdout.count(b"\0") == 2
@@ -432,8 +485,11 @@ class TestPostfix:
         assert fold(delivery.stdout) == delivery.stdout[2:-1]
         envelope, content = postfix.held(queue_id)
         assert "sender: alice@example.org\n" in envelope
-        assert [line.split(": ", 1)[1] for line in envelope.splitlines()
-                if line.startswith("recipient: ")] == ["bob@example.org"]
+        assert [
+            line.split(": ", 1)[1]
+            for line in envelope.splitlines()
+            if line.startswith("recipient: ")
+        ] == ["bob@example.org"]
         assert "encoding=8bit" in envelope
         received, _, stored = content.partition(b"\nFrom: ")
         assert received.startswith(b"Received: from me.example (")
@@ -454,10 +510,8 @@ class TestPostfix:
         self, home: QmailHome, knot: KnotServer, postfix: PostfixServer, arrivals: SmtpSink
     ) -> None:
         """Both servers store the identical body (Postfix with LF, aiosmtpd with CRLF)."""
-        pf = deliver(home, "pf.dlv.test", knot, recipients=("bob@example.org",),
-                     message=TRICKY)
-        aio = deliver(home, "aio.dlv.test", knot, recipients=("bob@example.org",),
-                      message=TRICKY)
+        pf = deliver(home, "pf.dlv.test", knot, recipients=("bob@example.org",), message=TRICKY)
+        aio = deliver(home, "aio.dlv.test", knot, recipients=("bob@example.org",), message=TRICKY)
         assert aio.stdout.endswith(SINK_ACCEPTED.encode() + b"\n\0")
         _, content = postfix.held(_postfix_queue_id(pf.stdout))
         from_postfix = b"From: " + content.partition(b"\nFrom: ")[2]
@@ -484,7 +538,10 @@ class TestWrites:
             assert server.recv(65536) == b"QUIT\r\n"
 
         result = converse_records(
-            "mxf-remote-smtpc", script, ["example.org", SENDER, "bob@example.org"], MESSAGE,
+            "mxf-remote-smtpc",
+            script,
+            ["example.org", SENDER, "bob@example.org"],
+            MESSAGE,
             home=make_home(str(tmp_path)),
         )
         assert result.output == b"r\0K127.0.0.1 accepted message.\nRemote host said: 250 ok\n\0"

@@ -53,6 +53,7 @@ qmtps                 MX    10 mx.qmtps
 _qmtps._tcp.qmtps     SRV   0 0 6209 mx.qmtps
 mx.qmtps              AAAA  {QMTPS}
 """
+ZONES = {"mxf.test": ZONE}
 
 SENDER = "alice@example.org"
 RECIPIENTS = ("bob@example.org", "carol@example.org")
@@ -74,13 +75,6 @@ def big_message() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def knot() -> Iterator[KnotServer]:
-    """knotd serving the exchangers of this module."""
-    with KnotServer({"mxf.test": ZONE}) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A trustme CA; its certificate is the CAFILE of the verifying tests."""
     return Certs(tmp_path_factory.mktemp("certs"))
@@ -98,9 +92,7 @@ def servers(certs: Certs) -> Iterator[dict[str, Any]]:
     try:
         made["starttls"] = AiosmtpdServer(STARTTLS, 25, certs.named_context("mx.tls.mxf.test"))
         made["plain"] = AiosmtpdServer(PLAIN, 25, None)
-        made["wrongname"] = AiosmtpdServer(
-            WRONGNAME, 25, certs.named_context("somebody.else.test")
-        )
+        made["wrongname"] = AiosmtpdServer(WRONGNAME, 25, certs.named_context("somebody.else.test"))
         made["qmtps"] = tlskit.Server(
             tlskit.serve_qmtps, certs.named_context("mx.qmtps.mxf.test"), listen_tcp(QMTPS, 6209)
         )
@@ -272,7 +264,8 @@ class TestPostfix:
         delivery = deliver(home, "pf.mxf.test", knot, cafile=certs.cafile)
         assert (delivery.stderr, delivery.returncode) == (b"", 0)
         prefix = (
-            b"r\0r\0K" + POSTFIX.encode()
+            b"r\0r\0K"
+            + POSTFIX.encode()
             + b" accepted message.\nRemote host said: 250 2.0.0 Ok: queued as "
         )
         assert delivery.stdout.startswith(prefix)

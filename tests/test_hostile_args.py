@@ -9,7 +9,6 @@ recipients are never interpreted: they reach the protocol client byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from mxf_remote import report
 from tests.hostilekit import SMTP_PORT, assert_handed_to, assert_report, recorder_home
 from tests.infra.knot import KnotServer
-from tests.remotekit import Listeners, QmailHome, run_remote
+from tests.remotekit import QmailHome, run_remote
 
 pytestmark = [pytest.mark.knot]
 
@@ -25,27 +24,9 @@ ZONE = """
 ok      MX 10 mx.ok
 mx.ok   A  127.0.6.11
 """
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotServer]:
-    """A knotd with one deliverable domain."""
-    with KnotServer({"mxf.test": ZONE}) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def listeners() -> Iterator[Listeners]:
-    """The exchanger of ok.mxf.test, and a literal target."""
-    from tests.conftest import NETNS_PROBLEM
-
-    if NETNS_PROBLEM is not None:
-        pytest.skip(f"no private network namespace: {NETNS_PROBLEM}")
-    servers = Listeners()
-    servers.listen("127.0.6.11", SMTP_PORT)
-    servers.listen("fd6d:7866::611", SMTP_PORT)
-    yield servers
-    servers.close()
+ZONES = {"mxf.test": ZONE}
+LISTENERS = [("127.0.6.11", SMTP_PORT), ("fd6d:7866::611", SMTP_PORT)]
+"""The exchanger of ok.mxf.test, and a literal target."""
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,25 +23,16 @@ from tests.hostilekit import (
     control_report,
     recorder_home,
 )
-from tests.remotekit import MXF_REMOTE, Delivery, Listeners, QmailHome, run_remote
+from tests.remotekit import MXF_REMOTE, Delivery, QmailHome, run_remote
 
 NO_DNS = {"MXF_NAMESERVERS": "127.0.6.9:9"}
 FIELDS = "(service:defport:slice:implicitTLS:explicitTLS:program)"
-
-
-@pytest.fixture(scope="module")
-def listeners() -> Iterator[Listeners]:
-    """Relays on 127.0.6.21/22 and fd6d:7866::621, on the SMTP port and on 2626."""
-    from tests.conftest import NETNS_PROBLEM
-
-    if NETNS_PROBLEM is not None:
-        pytest.skip(f"no private network namespace: {NETNS_PROBLEM}")
-    servers = Listeners()
-    for address in ("127.0.6.21", "127.0.6.22", "fd6d:7866::621"):
-        servers.listen(address, SMTP_PORT)
-        servers.listen(address, 2626)
-    yield servers
-    servers.close()
+LISTENERS = [
+    (address, port)
+    for address in ("127.0.6.21", "127.0.6.22", "fd6d:7866::621")
+    for port in (SMTP_PORT, 2626)
+]
+"""Relays on 127.0.6.21/22 and fd6d:7866::621, on the SMTP port and on 2626."""
 
 
 @pytest.fixture

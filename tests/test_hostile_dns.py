@@ -9,7 +9,6 @@ a broken or unreachable DNS is always Z.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from tests.hostilekit import SMTP_PORT, assert_handed_to, assert_report, recorde
 from tests.infra.baddns import BadDns
 from tests.infra.dnsproxy import DnsProxy
 from tests.infra.knot import KnotServer
-from tests.remotekit import Delivery, Listeners, QmailHome, run_remote
+from tests.remotekit import Delivery, QmailHome, run_remote
 
 pytestmark = [pytest.mark.knot]
 
@@ -70,25 +69,9 @@ def _zone() -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotServer]:
-    """One knotd serving the hostile zone."""
-    with KnotServer({"mxf.test": _zone()}) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def listeners() -> Iterator[Listeners]:
-    """Exchangers on 127.0.6.1..6 that greet."""
-    from tests.conftest import NETNS_PROBLEM
-
-    if NETNS_PROBLEM is not None:
-        pytest.skip(f"no private network namespace: {NETNS_PROBLEM}")
-    servers = Listeners()
-    for n in range(1, 7):
-        servers.listen(f"127.0.6.{n}", SMTP_PORT)
-    yield servers
-    servers.close()
+ZONES = {"mxf.test": _zone()}
+LISTENERS = [(f"127.0.6.{n}", SMTP_PORT) for n in range(1, 7)]
+"""Exchangers on 127.0.6.1..6 that greet."""
 
 
 @pytest.fixture

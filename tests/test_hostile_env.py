@@ -15,7 +15,7 @@ import resource
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,23 +24,12 @@ import mxf_remote
 from mxf_remote import report
 from tests.hostilekit import SMTP_PORT, assert_handed_to, recorder_home
 from tests.infra.netns import silence
-from tests.remotekit import MXF_REMOTE, Listeners, QmailHome, run_remote
+from tests.remotekit import MXF_REMOTE, QmailHome, run_remote
 
 LITERAL = "[127.0.6.31]"
 NO_DNS = {"MXF_NAMESERVERS": "127.0.6.9:9"}
-
-
-@pytest.fixture(scope="module")
-def listeners() -> Iterator[Listeners]:
-    """The exchanger at 127.0.6.31 and a last resort at 127.0.6.99."""
-    from tests.conftest import NETNS_PROBLEM
-
-    if NETNS_PROBLEM is not None:
-        pytest.skip(f"no private network namespace: {NETNS_PROBLEM}")
-    servers = Listeners()
-    servers.listen("127.0.6.31", SMTP_PORT)
-    yield servers
-    servers.close()
+LISTENERS = [("127.0.6.31", SMTP_PORT)]
+"""The exchanger of the literal ``[127.0.6.31]``."""
 
 
 @pytest.fixture
@@ -251,7 +240,6 @@ class TestVariables:
         assert isinstance(env, dict)
         leaked = {k: env[k] for k in stale if k in env and env[k] == stale[k]}
         assert leaked == {}
-
 
     @pytest.mark.parametrize("variable", ["CAFILE", "CADIR"])
     def test_certificate_verification_is_passed_on(self, home: QmailHome, variable: str) -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.clientkit import SmtpSink
 from tests.remotekit import MXF_REMOTE, QmailHome
+from tests.sinkkit import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -89,8 +89,12 @@ def run_through(
     message.write_bytes(MESSAGE)
     with message.open("rb") as stdin:
         return subprocess.run(
-            [str(program), *args], stdin=stdin, capture_output=True, timeout=timeout,
-            check=False, env={"PATH": PATH_WITHOUT_VENV, "MXF_QMAIL": str(qmail.root)},
+            [str(program), *args],
+            stdin=stdin,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            env={"PATH": PATH_WITHOUT_VENV, "MXF_QMAIL": str(qmail.root)},
             cwd=cwd,
         )
 
@@ -111,11 +115,13 @@ def outside_private_netns() -> list[str]:
     if nsenter is None:
         pytest.skip("nsenter (util-linux) is needed to reach PyPI from the private namespace")
     prefix = [nsenter, f"--net=/proc/{os.getppid()}/ns/net"]
-    tried = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=10,
-                           check=False)
+    tried = subprocess.run(
+        [*prefix, "true"], capture_output=True, text=True, timeout=10, check=False
+    )
     if tried.returncode != 0:
-        pytest.skip(f"cannot leave the private network namespace to reach PyPI: "
-                    f"{tried.stderr.strip()}")
+        pytest.skip(
+            f"cannot leave the private network namespace to reach PyPI: {tried.stderr.strip()}"
+        )
     return prefix
 
 
@@ -153,9 +159,7 @@ def assert_delivered(done: subprocess.CompletedProcess[bytes], sink: SmtpSink) -
 class TestLinkedInstall:
     """mxf-remote installed as a link elsewhere: its clients are found beside the target."""
 
-    def test_a_link_in_another_directory_delivers(
-        self, tmp_path: Path, arrivals: SmtpSink
-    ) -> None:
+    def test_a_link_in_another_directory_delivers(self, tmp_path: Path, arrivals: SmtpSink) -> None:
         """A ``qmail-remote`` link to the venv's mxf-remote, venv off PATH: K, mail arrives."""
         bin_dir = tmp_path / "qmail" / "bin"
         bin_dir.mkdir(parents=True)
@@ -189,7 +193,9 @@ class TestLinkedInstall:
         assert done.stderr == b""
         probe = json.loads(done.stdout)
         assert [(a["protocol"], a["port"], a["outcome"]) for a in probe["plan"]] == [
-            ("qmtps", 6209, "failed"), ("qmtp", 209, "failed"), ("smtp", 25, "won"),
+            ("qmtps", 6209, "failed"),
+            ("qmtp", 209, "failed"),
+            ("smtp", 25, "won"),
         ]
         assert done.returncode == 0
 
@@ -203,8 +209,11 @@ class TestReadmeInstall:
     ) -> None:
         """venv, pip install of the checkout, qmail-remote.orig, the link: a delivery is K."""
         outside = outside_private_netns()
-        paths = {"checkout": ROOT, "venv": tmp_path / "opt-mxf-remote",
-                 "qmail": tmp_path / "var-qmail"}
+        paths = {
+            "checkout": ROOT,
+            "venv": tmp_path / "opt-mxf-remote",
+            "qmail": tmp_path / "var-qmail",
+        }
         qmail = qmail_home(paths["qmail"])
         (qmail.root / "bin").mkdir()
         original = qmail.root / "bin" / "qmail-remote"
@@ -212,12 +221,20 @@ class TestReadmeInstall:
         original.chmod(0o711)
         script = tmp_path / "install.sh"
         script.write_text(localized(install_steps(README.read_text()), paths))
-        env = {key: value for key, value in os.environ.items()
-               if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+        }
         env["PATH"] = f"{os.path.dirname(sys.executable)}:{PATH_WITHOUT_VENV}"
         installed = subprocess.run(
-            [*outside, "/bin/sh", "-e", str(script)], capture_output=True, text=True,
-            cwd=tmp_path, env=env, timeout=INSTALL_SECONDS, check=False,
+            [*outside, "/bin/sh", "-e", str(script)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=INSTALL_SECONDS,
+            check=False,
         )
         assert installed.returncode == 0, (
             f"README's install steps failed ({installed.returncode}):\n"

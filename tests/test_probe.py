@@ -47,6 +47,7 @@ halfgone        MX    20 mx.healthy
 talk            MX    10 mx.talk
 mx.talk         A     127.0.4.7
 """
+ZONES = {"probe.test": ZONE}
 
 LISTENERS = [
     ("fd6d:7866::401", SMTP_PORT),
@@ -56,27 +57,6 @@ LISTENERS = [
     ("127.0.4.5", SMTP_PORT),
     ("127.0.4.6", SMTP_PORT),
 ]
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotServer]:
-    """One knotd serving the probe's scenario zone."""
-    with KnotServer({"probe.test": ZONE}) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def listeners() -> Iterator[Listeners]:
-    """Every exchanger that should answer, listening."""
-    from tests.conftest import NETNS_PROBLEM
-
-    if NETNS_PROBLEM is not None:
-        pytest.skip(f"no private network namespace: {NETNS_PROBLEM}")
-    servers = Listeners()
-    for address, port in LISTENERS:
-        servers.listen(address, port)
-    yield servers
-    servers.close()
 
 
 @pytest.fixture
@@ -113,7 +93,11 @@ def probe(home: QmailHome, *args: str, env: dict[str, str] | None = None) -> Pro
         **(env or {}),
     }
     done = subprocess.run(
-        [PROBE, *args], capture_output=True, text=True, env=measured(full_env), timeout=30,
+        [PROBE, *args],
+        capture_output=True,
+        text=True,
+        env=measured(full_env),
+        timeout=30,
         check=False,
     )
     return Probed(done.stdout, done.stderr, done.returncode)
@@ -264,8 +248,12 @@ class TestFacts:
         assert (facts["kind"], facts["mx"], facts["self_cut"]) == ("dns", "ok", False)
         targets = {t["name"]: t for t in facts["targets"]}
         assert targets["gone.halfgone.probe.test"] == {
-            "name": "gone.halfgone.probe.test", "source": "mx", "preference": 10,
-            "has_addresses": False, "temporary": False, "permanent": True,
+            "name": "gone.halfgone.probe.test",
+            "source": "mx",
+            "preference": 10,
+            "has_addresses": False,
+            "temporary": False,
+            "permanent": True,
         }
         assert targets["mx.healthy.probe.test"]["has_addresses"] is True
         assert run.json["connected"] is True
@@ -298,7 +286,12 @@ class TestConversation:
         result = probe(home, "talk.probe.test", "--json", "--conversation", env=env).json
         talk = result["conversation"]
         assert [p["phase"] for p in talk["phases"]] == [
-            "banner", "EHLO", "STARTTLS", "TLS handshake", "EHLO after TLS", "QUIT"
+            "banner",
+            "EHLO",
+            "STARTTLS",
+            "TLS handshake",
+            "EHLO after TLS",
+            "QUIT",
         ]
         assert talk["phases"][0]["start_ms"] >= result["winner"]["end"]
         assert "STARTTLS" in talk["keywords_before_tls"]
@@ -323,4 +316,3 @@ class TestConversation:
         result = probe(home, "mxps.probe.test", "--json", "--conversation", env=knot.env).json
         assert result["winner"]["protocol"] == "qmtp"
         assert "conversation" not in result
-

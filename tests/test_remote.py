@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,38 +85,33 @@ dropped             MX    10 mx.dropped
 mx.dropped          A     127.0.1.19
 brokenmx            MX    10 mx.broken.test.
 """
+ZONES = {"mxf.test": ZONE}
+SERVFAIL_ZONES = ["broken.test"]
 
 LISTENERS = [
-    ("127.0.1.1", SMTP_PORT), ("fd6d:7866::101", SMTP_PORT), ("127.0.1.2", SMTP_PORT),
-    ("fd6d:7866::103", SMTP_PORT), ("127.0.1.5", SMTP_PORT), ("127.0.1.6", SMTP_PORT),
-    ("127.0.1.7", SMTP_PORT), ("127.0.1.8", SRV_PORT), ("127.0.1.9", SRV_PORT),
-    ("127.0.1.10", SMTP_PORT), ("127.0.1.11", SMTP_PORT), ("127.0.1.12", SMTP_PORT),
-    ("127.0.1.12", QMTP_PORT), ("127.0.1.13", QMTP_PORT), ("127.0.1.13", SMTP_PORT),
-    ("127.0.1.14", SMTP_PORT), ("127.0.1.15", SMTP_PORT), ("127.0.1.16", SMTP_PORT),
-    ("127.0.1.18", SMTP_PORT), ("fd6d:7866::118", SMTP_PORT), ("127.0.1.19", SMTP_PORT),
+    ("127.0.1.1", SMTP_PORT),
+    ("fd6d:7866::101", SMTP_PORT),
+    ("127.0.1.2", SMTP_PORT),
+    ("fd6d:7866::103", SMTP_PORT),
+    ("127.0.1.5", SMTP_PORT),
+    ("127.0.1.6", SMTP_PORT),
+    ("127.0.1.7", SMTP_PORT),
+    ("127.0.1.8", SRV_PORT),
+    ("127.0.1.9", SRV_PORT),
+    ("127.0.1.10", SMTP_PORT),
+    ("127.0.1.11", SMTP_PORT),
+    ("127.0.1.12", SMTP_PORT),
+    ("127.0.1.12", QMTP_PORT),
+    ("127.0.1.13", QMTP_PORT),
+    ("127.0.1.13", SMTP_PORT),
+    ("127.0.1.14", SMTP_PORT),
+    ("127.0.1.15", SMTP_PORT),
+    ("127.0.1.16", SMTP_PORT),
+    ("127.0.1.18", SMTP_PORT),
+    ("fd6d:7866::118", SMTP_PORT),
+    ("127.0.1.19", SMTP_PORT),
     ("127.0.1.20", SMTP_PORT),
 ]
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotServer]:
-    """One knotd serving the scenario zone and a SERVFAIL zone."""
-    with KnotServer({"mxf.test": ZONE}, servfail_zones=["broken.test"]) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def listeners() -> Iterator[Listeners]:
-    """Every exchanger that should answer, listening."""
-    from tests.conftest import NETNS_PROBLEM
-
-    if NETNS_PROBLEM is not None:
-        pytest.skip(f"no private network namespace: {NETNS_PROBLEM}")
-    servers = Listeners()
-    for address, port in LISTENERS:
-        servers.listen(address, port)
-    yield servers
-    servers.close()
 
 
 @pytest.fixture
@@ -165,7 +159,10 @@ class TestDelivery:
     ) -> None:
         """AAAA and A for the best MX: the IPv6 address gets the connection."""
         assert handed_to(deliver(home, "healthy.mxf.test", knot)) == (
-            "mx1.healthy.mxf.test", "fd6d:7866::101", "smtp")
+            "mx1.healthy.mxf.test",
+            "fd6d:7866::101",
+            "smtp",
+        )
 
     def test_an_ipv4_only_exchanger(self, home: QmailHome, knot: KnotServer) -> None:
         """An exchanger with only an A record is reached over IPv4."""
@@ -188,8 +185,9 @@ class TestDelivery:
         self, home: QmailHome, knot: KnotServer
     ) -> None:
         """``_smtp._tcp SRV 0 0 0 .`` drops SMTP even for the MX: nothing else is offered."""
-        home.control("protocols", home.root.joinpath("control/protocols").read_text()
-                     .split("\n", 1)[1])  # SMTP only
+        home.control(
+            "protocols", home.root.joinpath("control/protocols").read_text().split("\n", 1)[1]
+        )  # SMTP only
         assert_report(deliver(home, "srvdot.mxf.test", knot), report.SERVICE_DECLINED)
 
     def test_an_mx_target_behind_a_cname(self, home: QmailHome, knot: KnotServer) -> None:
@@ -201,7 +199,10 @@ class TestDelivery:
     ) -> None:
         """No MX, an A record: the host itself, QMTP first (every protocol is tried)."""
         assert handed_to(deliver(home, "implicit.mxf.test", knot)) == (
-            "implicit.mxf.test", "127.0.1.12", "qmtp")
+            "implicit.mxf.test",
+            "127.0.1.12",
+            "qmtp",
+        )
 
     def test_mxps_slice_one_uses_qmtp(self, home: QmailHome, knot: KnotServer) -> None:
         """Preference 12801 (slice 1): QMTP on its port."""
@@ -212,7 +213,10 @@ class TestDelivery:
     ) -> None:
         """Slice-1 exchanger with QMTP refused: SMTP on the same host."""
         assert handed_to(deliver(home, "mxpsfb.mxf.test", knot)) == (
-            "mx.mxpsfb.mxf.test", "127.0.1.14", "smtp")
+            "mx.mxpsfb.mxf.test",
+            "127.0.1.14",
+            "smtp",
+        )
 
     def test_a_better_exchanger_than_us_is_still_tried(
         self, home: QmailHome, knot: KnotServer
@@ -220,9 +224,7 @@ class TestDelivery:
         """We are MX 10; MX 5 is someone else and gets the mail."""
         assert handed_to(deliver(home, "better.mxf.test", knot))[1] == "127.0.1.16"
 
-    def test_a_slow_aaaa_answer_does_not_stop_ipv4(
-        self, home: QmailHome, knot: KnotServer
-    ) -> None:
+    def test_a_slow_aaaa_answer_does_not_stop_ipv4(self, home: QmailHome, knot: KnotServer) -> None:
         """AAAA 300 ms late: IPv4 starts after the 50 ms resolution delay and wins."""
         with DnsProxy(knot.address) as proxy:
             proxy.delay("mx.slowaaaa.mxf.test", "AAAA", 300)
@@ -250,13 +252,14 @@ class TestHandoff:
     ) -> None:
         """argv as given, UCSPI variables, only fds 0,1,2,6,7, fd 0 at 0, blocking 6/7."""
         delivery = run_remote(
-            home, "v4only.mxf.test", recipients=("a@x.test", "b@x.test"),
+            home,
+            "v4only.mxf.test",
+            recipients=("a@x.test", "b@x.test"),
             env={**knot.env, "TCPREMOTEHOST": "stale", "TCP6REMOTEIP": "::9", "SSLCTLFD": "9"},
         )
         record = delivery.record
         assert record is not None
-        assert record["argv"] == ["v4only.mxf.test", "sender@example.org", "a@x.test",
-                                  "b@x.test"]
+        assert record["argv"] == ["v4only.mxf.test", "sender@example.org", "a@x.test", "b@x.test"]
         env = record["env"]
         assert env["PROTO"] == "TCP"
         assert env["TCPREMOTEIP"] == "127.0.1.2" and env["TCPREMOTEPORT"] == str(SMTP_PORT)
@@ -271,9 +274,7 @@ class TestHandoff:
         assert record["heard"] == SERVER_GREETING.decode()
         assert CLIENT_GREETING in listeners.heard
 
-    def test_signals_pipe_ignored_and_nothing_else(
-        self, home: QmailHome, knot: KnotServer
-    ) -> None:
+    def test_signals_pipe_ignored_and_nothing_else(self, home: QmailHome, knot: KnotServer) -> None:
         """The program starts with SIGPIPE ignored and every other signal at its default."""
         delivery = deliver(home, "v4only.mxf.test", knot)
         assert delivery.signals is not None
@@ -328,15 +329,26 @@ def _run_with_blocked_usr1(home: QmailHome, env: dict[str, str]) -> dict[str, ob
     message = home.root / "message"
     message.write_bytes(b"x\n")
     record = home.root / "record.json"
-    full_env = {"PATH": os.environ["PATH"], "MXF_QMAIL": str(home.root),
-                "MXF_TEST_RECORD": str(record), **env}
+    full_env = {
+        "PATH": os.environ["PATH"],
+        "MXF_QMAIL": str(home.root),
+        "MXF_TEST_RECORD": str(record),
+        **env,
+    }
 
     def block_usr1() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 
     with open(message, "rb") as stdin:
-        subprocess.run([MXF_REMOTE, "v4only.mxf.test", "s@x", "r@y"], stdin=stdin, env=full_env,
-                       capture_output=True, timeout=30, check=True, preexec_fn=block_usr1)
+        subprocess.run(
+            [MXF_REMOTE, "v4only.mxf.test", "s@x", "r@y"],
+            stdin=stdin,
+            env=full_env,
+            capture_output=True,
+            timeout=30,
+            check=True,
+            preexec_fn=block_usr1,
+        )
     seen: dict[str, object] = json.loads(record.read_text())
     return seen
 
@@ -433,9 +445,13 @@ class TestReports:
         """``protocols`` line 2 with five fields: Z, and the file and line are named."""
         home.control("protocols", "# comment\nsmtp:25:0:N:prog\n")
         delivery = run_remote(home, "example.test", env={})
-        assert_report(delivery, report.control_error(
-            "control/protocols line 2: 5 fields, expected 6 "
-            "(service:defport:slice:implicitTLS:explicitTLS:program)"))
+        assert_report(
+            delivery,
+            report.control_error(
+                "control/protocols line 2: 5 fields, expected 6 "
+                "(service:defport:slice:implicitTLS:explicitTLS:program)"
+            ),
+        )
 
     def test_no_installed_protocol(self, home: QmailHome) -> None:
         """Every protocol program missing: ``ZNo usable mail protocol ...``."""

@@ -36,15 +36,9 @@ slowbest        MX    20 mx2.slowbest
 mx1.slowbest    A     {BEST}
 mx2.slowbest    A     {SECOND}
 """
+ZONES = {"deadline.test": ZONE}
 
 PROBE = os.path.join(os.path.dirname(sys.executable), "mxf-remote-probe")
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotServer]:
-    """One knotd serving the scenario zone."""
-    with KnotServer({"deadline.test": ZONE}) as server:
-        yield server
 
 
 @pytest.fixture
@@ -99,14 +93,21 @@ def test_mxf_remote_hands_off_to_mx20_when_the_budget_ends(
 
 
 @pytest.mark.usefixtures("listeners")
-def test_the_probe_shows_the_winner_at_the_deadline(
-    home: QmailHome, slow_dns: DnsProxy
-) -> None:
+def test_the_probe_shows_the_winner_at_the_deadline(home: QmailHome, slow_dns: DnsProxy) -> None:
     """mxf-remote-probe marks MX 20 as won at the deadline and names it the winner, exit 0."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MXF_QMAIL": str(home.root),
-           **slow_dns.env}
-    done = subprocess.run([PROBE, "slowbest.deadline.test"], capture_output=True, text=True,
-                          env=env, timeout=15, check=False)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "MXF_QMAIL": str(home.root),
+        **slow_dns.env,
+    }
+    done = subprocess.run(
+        [PROBE, "slowbest.deadline.test"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=15,
+        check=False,
+    )
     assert (done.returncode, done.stderr) == (0, "")
     lines = done.stdout.splitlines()
     assert any(SECOND in line and line.endswith("won at deadline") for line in lines)

@@ -7,9 +7,10 @@ clients run as processes, prog is a Python script.  Every blocking call has a ti
   functions; the handler's outcome lands in ``server.results`` (a queue).
 * :func:`launch` — runs a command with chosen descriptors moved onto chosen numbers
   (fds 6/7 = the connection), the way mxf-remote's handoff does.
-* :data:`PROG` — the scripted program the TLS clients exec; it records what it sees
-  (environment, open descriptors, its engine's pid and descriptors) as JSON in
-  ``$PROG_OUT`` and exercises the connection in one of several modes.
+* :data:`PROG` — the scripted program the TLS clients exec (tests/programs/tls_prog.py);
+  it records what it sees (environment, open descriptors, its engine's pid and
+  descriptors) as JSON in ``$PROG_OUT`` and exercises the connection in one of several
+  modes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 import trustme
 
 from tests.measured import measured
+from tests.sinkkit import SmtpSink
 
 TIMEOUT = 20.0
 SERVER_NAME = "mx.example.test"
@@ -430,21 +432,9 @@ def serve_qmtps(server: Server, conn: socket.socket) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 # Launching with descriptors on fixed numbers
 
-_LAUNCHER = """
-import fcntl, os, sys
-n = int(sys.argv[1])
-pairs = [(int(a), int(b)) for a, b in (x.split(':') for x in sys.argv[2:2 + n])]
-above = max(dst for _, dst in pairs) + 1  # copies above every target: none gets clobbered
-high = [(fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, above), dst) for src, dst in pairs]
-for src in {src for src, _ in pairs}:
-    os.close(src)
-for fd, dst in high:
-    os.dup2(fd, dst)
-for fd, _ in high:
-    os.close(fd)
-argv = sys.argv[2 + n:]
-os.execvp(argv[0], argv)
-"""
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+LAUNCHER = PROGRAMS / "launcher.py"
+"""Moves descriptors onto fixed numbers, then execs the program (see its docstring)."""
 
 
 def client_command(name: str) -> list[str]:
@@ -466,7 +456,7 @@ def launch(
     """Start ``argv`` with each ``fds[target] = source`` descriptor moved to ``target``;
     stdout and stderr are one pipe (the report pipe, as qmail-rspawn gives it)."""
     pairs = [f"{src}:{dst}" for dst, src in fds.items()]
-    command = [sys.executable, "-S", "-c", _LAUNCHER, str(len(pairs)), *pairs, *argv]
+    command = [sys.executable, "-S", str(LAUNCHER), str(len(pairs)), *pairs, *argv]
     return subprocess.Popen(
         command,
         stdin=stdin if stdin is not None else subprocess.DEVNULL,
@@ -550,164 +540,10 @@ def prog_result(tmp: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 # The scripted prog
 
-PROG = r"""
-import hashlib, json, os, sys, threading
-
-def open_fds():
-    fds = []
-    for fd in range(1024):
-        try:
-            os.fstat(fd)
-        except OSError:
-            continue
-        fds.append(fd)
-    return fds
-
-def engine():
-    pid = os.getpid()
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            kids = [int(x) for x in f.read().split()]
-    except OSError:
-        kids = []
-    if not kids:
-        return None, {}
-    links = {}
-    for fd in os.listdir(f"/proc/{kids[0]}/fd"):
-        try:
-            links[fd] = os.readlink(f"/proc/{kids[0]}/fd/{fd}")
-        except OSError:
-            pass
-    return kids[0], links
-
-def read_all(fd):
-    out = bytearray()
-    while True:
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            return bytes(out)
-        out += chunk
-
-def write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-def pattern(n):
-    block = hashlib.sha256(b"mxf").digest() * 2048
-    return (block * (n // len(block) + 1))[:n]
-
-def parse_block(data):
-    entries, pos = {}, 0
-    while True:
-        end = data.index(b"\0", pos)
-        if end == pos:
-            return entries
-        key, sep, value = data[pos:end].partition(b"=")
-        entries[key.decode()] = value.decode() if sep else None
-        pos = end + 1
-
-def line(fd):
-    out = b""
-    while not out.endswith(b"\n"):
-        b = os.read(fd, 1)
-        if not b:
-            break
-        out += b
-    return out.decode()
-
-mode = sys.argv[1]
-result = {
-    "argv": sys.argv[2:],
-    "pid": os.getpid(),
-    "fds": open_fds(),
-    "env": {k: v for k, v in os.environ.items() if k.startswith(("SSL", "CA", "TLS_"))},
-    "fd1": os.readlink("/proc/self/fd/1"),
-}
-result["engine"], result["engine_fds"] = engine()
-rfd, wfd = 6, 7
-if mode.startswith("ucspi-"):
-    ctl = int(os.environ["SSLCTLFD"])
-    result["banner"] = line(6)
-    action = mode.split("-", 1)[1]
-    if action == "decline":
-        os.close(ctl)
-        write_all(7, b"PLAIN\r\n")
-        result["reply"] = line(6)
-        write_all(7, b"clear text\n")
-        result["echo"] = line(6)
-        import socket
-        socket.socket(fileno=os.dup(7)).shutdown(socket.SHUT_WR)
-        result["rest"] = read_all(6).decode()
-        mode = "done"
-    else:
-        write_all(7, b"BROKEN\r\n" if action == "broken" else b"STARTTLS\r\n")
-        result["reply"] = line(6)
-        command = b"Y" if action in ("Y", "broken") else b"y"
-        write_all(ctl, command)
-        if command == b"Y":
-            raw = read_all(ctl)
-            result["block_raw"] = raw.hex()
-            try:
-                result["block"] = parse_block(raw)
-            except ValueError:
-                result["block"] = None
-        else:
-            result["ctl_after_y"] = read_all(ctl).hex()
-        os.close(ctl)
-        os.close(6)
-        os.close(7)
-        rfd, wfd = int(os.environ["SSLREADFD"]), int(os.environ["SSLWRITEFD"])
-        failed = action == "broken" or (command == b"Y" and result["block"] is None)
-        mode = "broken-read" if failed else "hello"
-if mode == "hello":
-    write_all(wfd, b"hello\n")
-    result["echo"] = line(rfd)
-    os.close(wfd)
-    result["rest"] = read_all(rfd).decode()
-elif mode == "broken-read":
-    result["rest"] = read_all(rfd).decode()
-elif mode == "bulk":
-    size = int(sys.argv[2])
-    data = pattern(size)
-    writer = threading.Thread(target=lambda: (write_all(wfd, data), os.close(wfd)))
-    writer.start()
-    got = read_all(rfd)
-    writer.join()
-    result["sent"] = hashlib.sha256(data).hexdigest()
-    result["received"] = hashlib.sha256(got).hexdigest()
-    result["received_bytes"] = len(got)
-elif mode == "eof-write":
-    write_all(wfd, b"hello")
-    os.close(wfd)
-    result["rest"] = read_all(rfd).decode()
-elif mode == "eof-read":
-    result["rest"] = read_all(rfd).decode()
-    try:
-        write_all(wfd, b"after\n")
-    except OSError as exc:
-        result["write_error"] = exc.errno
-    os.close(wfd)
-elif mode in ("exit", "sleep"):
-    pass
-with open(os.environ["PROG_OUT"] + ".tmp", "w") as f:
-    json.dump(result, f)
-os.rename(os.environ["PROG_OUT"] + ".tmp", os.environ["PROG_OUT"])
-if mode == "sleep":
-    import time
-    time.sleep(30)
-report = os.environ.get("PROG_REPORT")
-if report:
-    os.write(1, report.encode() + b"\0")
-sys.exit(int(os.environ.get("PROG_STATUS", "0")))
-"""
-
-
-def write_prog(tmp: Path) -> Path:
-    """Write the scripted prog into ``tmp``; returns its path."""
-    path = tmp / "prog.py"
-    path.write_text(PROG)
-    return path
+PROG = PROGRAMS / "tls_prog.py"
+"""The scripted program the TLS clients exec: it records what it sees (environment, open
+descriptors, its engine's pid and descriptors) as JSON in ``$PROG_OUT`` and exercises the
+connection in one of several modes (see its docstring)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -720,7 +556,7 @@ class Kit:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.certs = Certs(tmp)
-        self.prog = write_prog(tmp)
+        self.prog = PROG
         self.servers: list[Server] = []
 
     def server(
@@ -801,83 +637,10 @@ class PipeRelay:
 # SMTP servers with STARTTLS, for mxf-remote-smtpc and end-to-end deliveries
 
 
-class Arrival:
-    """One message an ``AiosmtpdServer`` accepted, and whether it came over TLS."""
-
-    def __init__(
-        self, sender: str, recipients: list[str], content: bytes, tls: str | None
-    ) -> None:
-        self.sender = sender
-        self.recipients = recipients
-        self.content = content
-        """The DATA as received (CRLF line ends, dot-stuffing undone)."""
-        self.tls = tls
-        """The TLS version of the session (``TLSv1.3``), None in clear."""
-
-    def __repr__(self) -> str:
-        return (
-            f"Arrival({self.sender!r}, {self.recipients!r}, {len(self.content)} bytes,"
-            f" tls={self.tls!r})"
-        )
-
-
-class _ArrivalHandler:
-    def __init__(self, arrivals: queue.Queue[Arrival]) -> None:
-        self.arrivals = arrivals
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        tls = None
-        if session.ssl is not None:
-            ssl_object = session.ssl.get("ssl_object")
-            tls = ssl_object.version() if ssl_object is not None else "?"
-        self.arrivals.put(
-            Arrival(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, tls)
-        )
-        return "250 2.0.0 OK queued"
-
-
-class AiosmtpdServer:
-    """aiosmtpd on ``address``:``port`` (a ``listen_tcp`` socket, so IPv6 test addresses
-    work), offering STARTTLS when given a context; ``arrivals`` is a queue of ``Arrival``."""
-
-    def __init__(self, address: str, port: int, context: ssl.SSLContext | None) -> None:
-        from aiosmtpd.controller import Controller
-
-        from tests.infra.netns import listen_tcp
-
-        sock = listen_tcp(address, port)
-        self.address = address
-        self.port = sock.getsockname()[1]
-        self.arrivals: queue.Queue[Arrival] = queue.Queue()
-
-        class SocketController(Controller):  # type: ignore[misc]
-            def _create_server(self) -> Any:
-                return self.loop.create_server(self._factory_invoker, sock=sock)
-
-        self._controller = SocketController(
-            _ArrivalHandler(self.arrivals),
-            hostname=address,
-            port=self.port,
-            tls_context=context,
-            data_size_limit=64 << 20,
-            ready_timeout=TIMEOUT,
-        )
-        try:
-            self._controller.start()
-        except BaseException:
-            sock.close()
-            raise
-
-    def arrival(self, timeout: float = TIMEOUT) -> Arrival:
-        """The next message accepted (bounded wait)."""
-        return self.arrivals.get(timeout=timeout)
-
-    def no_arrival(self) -> bool:
-        """True when no message is waiting."""
-        return self.arrivals.empty()
-
-    def close(self) -> None:
-        self._controller.stop()
+AiosmtpdServer = SmtpSink
+"""``AiosmtpdServer(address, port, context)``: the suite's one SMTP sink
+(``tests.sinkkit.SmtpSink``) on one address, offering STARTTLS when given a context;
+``arrival()`` takes the next message, with its TLS version in ``Arrival.tls``."""
 
 
 def postfix_with_starttls(

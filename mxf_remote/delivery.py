@@ -131,13 +131,16 @@ async def _answer(
             await _report(connection, report.cannot_run(client[0], reason), trace, env)
             return
         client_env = client_environment(env, outcome.attempt, local, remote)
-        trace.mark("handoff", program=outcome.attempt.protocol.program)
+        in_process = b"" if exec_clients else in_process_client(client, request.beside)
+        trace.mark(
+            "handoff", program=outcome.attempt.protocol.program, in_process=in_process.decode()
+        )
         _write_trace(trace, env)
         message = remotedwire.encode_handoff(
             os.fsencode(home),
             [os.fsencode(argument) for argument in client],
             [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in client_env.items()],
-            b"" if exec_clients else in_process_client(client, request.beside),
+            in_process,
         )
         await _send_with_descriptor(connection, message, winner.fileno())
     finally:

@@ -82,8 +82,8 @@ def launch(argv: list[str]) -> None:
 
     inherited_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [])
     connection = connect(path)
-    bound = take(connection, argv)
-    receive_result(connection, bound, inherited_mask)
+    bound, received = take(connection, argv)
+    receive_result(connection, bound, received, inherited_mask)
 
 
 def socket_path(home: str) -> str | None:
@@ -125,8 +125,9 @@ def connect(path: str) -> _socket.socket:
     return connection
 
 
-def take(connection: _socket.socket, argv: list[str]) -> float:
-    """Send the request; the seconds the server gives itself, or NotTaken."""
+def take(connection: _socket.socket, argv: list[str]) -> tuple[float, Received]:
+    """Send the request; the seconds the server gives itself and what has come after its
+    answer already (the start of the result, perhaps with the connection), or NotTaken."""
     from mxf_remote.controlfile import program_directory
 
     request = remotedwire.encode_request(
@@ -135,64 +136,72 @@ def take(connection: _socket.socket, argv: list[str]) -> float:
         [os.fsencode(argument) for argument in argv[1:]],
         [os.fsencode(key) + b"=" + os.fsencode(value) for key, value in os.environ.items()],
     )
+    received = Received()
     try:
         connection.sendall(request)
-        answer = b""
-        while True:
-            chunk = connection.recv(64)
-            if not chunk:
+        while (length := remotedwire.complete_length(received.data[1:])) is None:
+            received.more(connection)
+            if received.data[:1] != remotedwire.ACCEPTED:
                 raise NotTaken
-            answer += chunk
-            if answer[:1] != remotedwire.ACCEPTED:
-                raise NotTaken
-            length = remotedwire.complete_length(answer[1:])
-            if length is not None:
-                break
-        return float(remotedwire.unwrap(answer[1 : 1 + length]))
+        bound = float(remotedwire.unwrap(received.data[1 : 1 + length]))
     except (OSError, ValueError, remotedwire.Malformed):
+        received.close()
         connection.close()
         raise NotTaken from None
+    received.data = received.data[1 + length :]
+    return bound, received
+
+
+class Received:
+    """Bytes and descriptors read from the server so far."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.descriptors: list[int] = []
+
+    def more(self, connection: _socket.socket) -> None:
+        """One read (with room for descriptors); Malformed at end of file."""
+        import _socket
+
+        data, ancillary, _, _ = connection.recvmsg(READ_SIZE, _socket.CMSG_SPACE(4 * 4))
+        for level, message_type, fds in ancillary:
+            if level == _socket.SOL_SOCKET and message_type == _socket.SCM_RIGHTS:
+                self.descriptors += [
+                    int.from_bytes(fds[i : i + 4], sys.byteorder)
+                    for i in range(0, len(fds) - len(fds) % 4, 4)
+                ]
+        if not data:
+            raise remotedwire.Malformed("the server closed the connection")
+        self.data += data
+
+    def close(self) -> None:
+        """Close every descriptor received."""
+        for fd in self.descriptors:
+            os.close(fd)
+        self.descriptors = []
 
 
 def receive_result(
-    connection: _socket.socket, bound: float, inherited_mask: set[int] | object
+    connection: _socket.socket, bound: float, received: Received, inherited_mask: object
 ) -> NoReturn:
     """Wait for the result and act on it: print the report, or exec the client."""
-    import _socket
-
     from mxf_remote.output import finish
 
     connection.settimeout(bound)
-    buffer = b""
-    descriptors: list[int] = []
     try:
-        while True:
-            data, ancillary, _, _ = connection.recvmsg(READ_SIZE, _socket.CMSG_SPACE(4 * 4))
-            for level, message_type, fds in ancillary:
-                if level == _socket.SOL_SOCKET and message_type == _socket.SCM_RIGHTS:
-                    descriptors += [
-                        int.from_bytes(fds[i : i + 4], sys.byteorder)
-                        for i in range(0, len(fds) - len(fds) % 4, 4)
-                    ]
-            if not data:
-                raise remotedwire.Malformed("the server closed the connection")
-            buffer += data
-            length = remotedwire.complete_length(buffer)
-            if length is not None:
-                break
-        result = remotedwire.unwrap(buffer[:length])
+        while (length := remotedwire.complete_length(received.data)) is None:
+            received.more(connection)
+        result = remotedwire.unwrap(received.data[:length])
     except (OSError, remotedwire.Malformed) as error:
-        for fd in descriptors:
-            os.close(fd)
+        received.close()
         from mxf_remote.report import server_gone
 
         finish(server_gone(str(error) or type(error).__name__).encode())
     connection.close()
     kind, payload = result[:1], result[1:]
-    if kind == remotedwire.HANDOFF and len(descriptors) == 1:
-        _hand_off(payload, descriptors[0], inherited_mask)
-    for fd in descriptors:
-        os.close(fd)
+    if kind == remotedwire.HANDOFF and len(received.descriptors) == 1:
+        _hand_off(payload, received.descriptors[0], inherited_mask)
+    received.close()
     if kind == remotedwire.REPORT:
         finish(payload)
     from mxf_remote.report import server_gone

@@ -52,6 +52,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--warm``, skip the tests marked ``cold_only`` (with their reason)."""
+    if not config.getoption("--warm"):
+        return
+    for item in items:
+        marker = item.get_closest_marker("cold_only")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason=f"in-process path only: {marker.args[0]}"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def warm_path(request: pytest.FixtureRequest) -> Iterator[None]:
     """Under ``--warm``: one mxf-remoted for the session, used by every QmailHome."""

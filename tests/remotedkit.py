@@ -35,6 +35,7 @@ class RemotedServer:
 
     def __init__(self, *options: str, directory: Path | None = None) -> None:
         self.root = Path(directory or tempfile.mkdtemp(prefix="mxf-remoted-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         (self.root / "control").mkdir(exist_ok=True)
         self.socket = str(self.root / "remoted.sock")
@@ -79,7 +80,17 @@ class RemotedServer:
 
     def descriptors(self) -> int:
         """How many descriptors the server has open now."""
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
+        return len(self.descriptor_targets())
+
+    def descriptor_targets(self) -> list[str]:
+        """What each of the server's descriptors is (for a failure message)."""
+        targets = []
+        for name in os.listdir(f"/proc/{self.pid}/fd"):
+            try:
+                targets.append(os.readlink(f"/proc/{self.pid}/fd/{name}"))
+            except OSError:
+                continue
+        return sorted(targets)
 
     def log_text(self) -> str:
         """What the server said on stderr so far."""

@@ -118,6 +118,10 @@ class TestUnreadableFiles:
         )
         assert delivery.seconds < 5
 
+    @pytest.mark.cold_only(
+        "drops the capabilities of mxf-remote's own process; with mxf-remoted, the server "
+        "(the same user in production) reads the control files"
+    )
     def test_unreadable_permissions(self, home: QmailHome) -> None:
         """A mode-000 protocols file, read without root's DAC override: Z naming it."""
         setpriv = shutil.which("setpriv")

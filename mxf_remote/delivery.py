@@ -8,7 +8,9 @@ differs is the end: instead of exec'ing the client, the server sends the launche
 report, or the client's argv and environment with the winning connection.
 
 The launcher is watched while the race runs: if it goes away (qmail-rspawn killed it),
-the race is cancelled at once and its sockets closed.
+the race is cancelled at once and its sockets closed.  Every race both reads and feeds
+the server's connection history (``history.py``): addresses that failed lately go
+behind their siblings in the plan.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ async def serve_delivery(server: Server, connection: socket.socket, request: Req
             local=prepared.local,
             connect=connect_tcp,
             clock=trace.clock,
+            penalized=server.history.penalized,
         )
     )
     loop.add_reader(connection.fileno(), racing.cancel)  # the launcher left: stop racing
@@ -95,6 +98,7 @@ async def serve_delivery(server: Server, connection: socket.socket, request: Req
         return  # the launcher went away: nothing to answer
     finally:
         loop.remove_reader(connection.fileno())
+    server.history.learn(dispatched.outcome.fates)
     await _answer(
         connection, dispatched, request, prepared.home, trace, exec_clients=server.exec_clients
     )

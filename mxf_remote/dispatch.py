@@ -45,15 +45,22 @@ class LivePlan:
     """The plan as DNS answers arrive: what the race reads (``race.PlanSource``)."""
 
     def __init__(
-        self, destination: Destination, resolution: Resolution, local: frozenset[str]
+        self,
+        destination: Destination,
+        resolution: Resolution,
+        local: frozenset[str],
+        penalized: Callable[[str, int], bool] | None = None,
     ) -> None:
         self._destination = destination
         self._resolution = resolution
         self._local = local
+        self._penalized = penalized
 
     def current(self) -> Plan:
         """The plan for what DNS has answered so far."""
-        return build_plan(self._destination, self._resolution.knowledge, self._local)
+        return build_plan(
+            self._destination, self._resolution.knowledge, self._local, self._penalized
+        )
 
     @property
     def settled(self) -> bool:
@@ -73,17 +80,19 @@ async def dispatch(
     local: frozenset[str],
     connect: Callable[[Attempt], Awaitable[C]],
     clock: Callable[[], float] | None = None,
+    penalized: Callable[[str, int], bool] | None = None,
 ) -> Dispatched[C]:
     """Resolve and race for ``destination``; every lookup is stopped on return.
 
     ``clock`` gives the milliseconds the outcome's and the queries' times are in (the
     trace's clock in production; the loop's, virtual in tests, by default).
+    ``penalized``: mxf-remoted's connection history (``history.History.penalized``).
     """
     changed = asyncio.Event()
     resolution = Resolution(
         destination, lookup, timeout=control.timeout_dns, changed=changed.set, clock=clock
     )
-    plan = LivePlan(destination, resolution, local)
+    plan = LivePlan(destination, resolution, local, penalized)
     race: Race[C] = Race(
         plan,
         connect,

@@ -28,7 +28,6 @@ for the administrator rather than bouncing.
 
 from __future__ import annotations
 
-from mxf_remote.knowledge import Status
 from mxf_remote.plan import Facts, Plan, Target
 from mxf_remote.race import Lost
 from mxf_remote.report import (
@@ -79,7 +78,7 @@ def _explain_self_cut(facts: Facts) -> Report:
     when MX records exist, the other family of an exchanger that has addresses) are
     ignored, as qmail-remote ignores them.
     """
-    if facts.mx is not Status.OK:  # an implicit MX to us
+    if not facts.mx_answered:  # an implicit MX to us
         return WE_ARE_BEST_MX
     better = tuple(
         t
@@ -92,7 +91,7 @@ def _explain_self_cut(facts: Facts) -> Report:
 
 
 def _explain_dns(facts: Facts) -> Report:
-    if facts.mx in (None, Status.TEMPFAIL, Status.PENDING):
+    if facts.mx_unknown:
         return DNS_TEMPORARY
     if not facts.offered:
         return SERVICE_DECLINED

@@ -24,6 +24,8 @@ The order, spec §4, in the words of the standards behind it:
    exchanger of MX preference p, every MX target of preference >= p goes too (qmail's
    ipme cut: only strictly better exchangers may get the message).
 6. An (address, port) is tried once; the plan holds at most 64 attempts.
+7. In mxf-remoted, an (address, port) that failed lately (``history.py``, qmail's
+   tcpto) goes behind the other addresses of its exchanger: tried later, never dropped.
 
 Random choices (equal MX preferences, SRV weights) are made once, when the answer
 arrives (``order_mx_rfc5321``, ``order_srv_rfc2782``), so that re-planning never
@@ -39,7 +41,7 @@ once.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from mxf_remote.addresses import interleave_families_rfc8305, is_local
@@ -113,6 +115,16 @@ class Facts(NamedTuple):
     host the first relay as the routes file spells it."""
     mx: Status | None = None
     """The MX answer's status; None when MX is not asked (a literal or a route)."""
+
+    @property
+    def mx_answered(self) -> bool:
+        """The MX lookup succeeded (it has records)."""
+        return self.mx is Status.OK
+
+    @property
+    def mx_unknown(self) -> bool:
+        """No MX answer to go by: not asked, failed temporarily, or still outstanding."""
+        return self.mx in (None, Status.TEMPFAIL, Status.PENDING)
     null_mx: bool = False
     """RFC 7505: the MX answer is a single ``MX 0 .``."""
     declined: frozenset[str] = frozenset()
@@ -128,6 +140,8 @@ class Facts(NamedTuple):
     """The self-check removed something (one of our addresses, or worse exchangers)."""
     cut_preference: int | None = None
     """The MX preference at which we are listed, when the self-check cut MX targets."""
+    behind: tuple[tuple[str, int], ...] = ()
+    """(address, port) moved behind their siblings by the connection history."""
 
     def targets_from(self, *sources: str) -> tuple[Target, ...]:
         """The targets that came from these sources, in plan order."""
@@ -236,9 +250,16 @@ def protocols_for_slice(preference: int, protocols: tuple[Protocol, ...]) -> lis
 class _Builder:
     """Collects entries in order, applying the self-check, dedup and the cap."""
 
-    def __init__(self, knowledge: Knowledge, local: frozenset[str]) -> None:
+    def __init__(
+        self,
+        knowledge: Knowledge,
+        local: frozenset[str],
+        penalized: Callable[[str, int], bool] | None = None,
+    ) -> None:
         self.knowledge = knowledge
         self.local = local
+        self.penalized = penalized
+        self.behind: list[tuple[str, int]] = []
         self.entries: list[Entry] = []
         self.seen: set[tuple[str, int]] = set()
         self.count = 0
@@ -266,15 +287,23 @@ class _Builder:
     ) -> None:
         addresses, pending = self.addresses(name)
         for protocol in protocols:
-            for address in addresses:
+            target_port = port or protocol.default_port
+            for address in self.siblings_order(addresses, target_port):
                 self.add(
-                    Attempt(
-                        protocol, name, address, port or protocol.default_port, source, preference
-                    ),
-                    check_self,
+                    Attempt(protocol, name, address, target_port, source, preference), check_self
                 )
             if pending:
                 self.entries.append(Waiting(f"addresses of {name}"))
+
+    def siblings_order(self, addresses: list[str], port: int) -> list[str]:
+        """``addresses`` with the penalized ones (connection history) moved behind."""
+        if self.penalized is None:
+            return addresses
+        behind = [a for a in addresses if self.penalized(a, port)]
+        if not behind:
+            return addresses
+        self.behind.extend((a, port) for a in behind if (a, port) not in self.behind)
+        return [a for a in addresses if a not in behind] + behind
 
     def add(self, attempt: Attempt, check_self: bool = True) -> None:
         if self.full() or attempt.key in self.seen:
@@ -302,13 +331,26 @@ class _Builder:
     def plan(self, facts: Facts) -> Plan:
         return Plan(
             tuple(self.entries),
-            facts._replace(self_cut=self.self_cut, cut_preference=self.cut_preference),
+            facts._replace(
+                self_cut=self.self_cut,
+                cut_preference=self.cut_preference,
+                behind=tuple(self.behind),
+            ),
         )
 
 
-def build_plan(destination: Destination, knowledge: Knowledge, local: frozenset[str]) -> Plan:
-    """The plan for ``destination`` given what DNS has answered so far (spec §4)."""
-    builder = _Builder(knowledge, local)
+def build_plan(
+    destination: Destination,
+    knowledge: Knowledge,
+    local: frozenset[str],
+    penalized: Callable[[str, int], bool] | None = None,
+) -> Plan:
+    """The plan for ``destination`` given what DNS has answered so far (spec §4).
+
+    ``penalized`` (mxf-remoted's connection history) says which (address, port) failed
+    lately: those go behind the other addresses of their exchanger.
+    """
+    builder = _Builder(knowledge, local, penalized)
     if destination.literal is not None:
         for protocol in destination.protocols:
             builder.add(

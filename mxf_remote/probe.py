@@ -354,6 +354,7 @@ def facts_dict(facts: Facts) -> dict[str, Any]:
         "beyond_cap": facts.beyond_cap,
         "self_cut": facts.self_cut,
         "cut_preference": facts.cut_preference,
+        "behind": [list(key) for key in facts.behind],
         "targets": [target._asdict() for target in facts.targets],
     }
 

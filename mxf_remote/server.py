@@ -47,6 +47,7 @@ from typing import Any, NoReturn
 
 from mxf_remote import remotedwire
 from mxf_remote.controlfile import ControlError, qmail_home, read_first_line
+from mxf_remote.history import History
 from mxf_remote.output import outsafe
 
 MAX_DELIVERIES = 1000
@@ -78,6 +79,8 @@ class Server:
         self.lookups: dict[tuple[str, ...], Any] = {}
         self.stopping = asyncio.Event()
         self.served = 0
+        self.history = History()
+        """Recent connection failures, shared by every delivery (``history.py``)."""
 
     # -- the socket ------------------------------------------------------------------
 

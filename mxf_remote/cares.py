@@ -7,6 +7,28 @@ normalised, addresses canonical).  It never raises for a DNS failure: that is a 
 Settings: c-ares keeps its own per-try timeouts (adaptive, down to 250 ms after a few
 fast answers, see happy-eyeballs-and-dns.md §2.6), so it gets ``tries=3`` and a generous
 first timeout; resolution's ``timeoutdns`` deadline is the real bound.
+
+TTLs (for ``dnscache``): an OK answer's ``ttl`` is the smallest TTL of the records it was
+built from, the CNAMEs of the chain included, across follow-up questions too (every CNAME
+in an answer counts: a stray one can only shorten the time).  A negative answer's TTL is,
+by RFC 2308 §5, min(SOA TTL, SOA MINIMUM) of the SOA in its authority section -- and c-ares
+does not let us see it.  c-ares hands its callback the whole response, SOA included, with
+status ENOTFOUND or ENODATA; pycares 5 (``_query_dnsrec_cb``) drops the response whenever
+the status is not success, so aiodns' ``query_dns`` raises ``DNSError(4)`` or
+``DNSError(1)`` with nothing else (measured against knot, pycares 5.2.1, c-ares 1.34.9;
+reaching the response would take a cffi callback on pycares' private ``_lib``).  The SOA
+is seen in one case only: a NOERROR answer holding a CNAME chain and the SOA (a recursive
+resolver saying the chain's end has no record of the type); when the follow-up question
+for that end then comes back NODATA or NXDOMAIN, that SOA gives its TTL.  Every other
+negative answer gets ``NEGATIVE_TTL``; either way no more than the chain's CNAMEs allow.
+
+Beware that c-ares also caches inside the channel (its qcache, on in pycares with no way
+to turn it off), measured here: positive answers for their smallest TTL (counting down),
+NXDOMAIN for the SOA's negative TTL, a negative answer without SOA not at all -- but
+NODATA still from the qcache 40 s after knot stopped, with a negative TTL of 2 s.  (Its
+code takes the SOA only for NXDOMAIN; for NODATA it takes the smallest TTL of the other
+records, of which there are none, so its cap: an hour by default.)  A long-lived channel,
+as in ``mxf-remoted``, therefore re-serves NODATA past its time whatever caches above it.
 """
 
 from __future__ import annotations
@@ -32,6 +54,15 @@ query): ARES_ENODATA = 1 (the name exists, the type does not), ARES_ENOTFOUND = 
 resolver would have sent and got NXDOMAIN for).  Every other error -- SERVFAIL, REFUSED,
 timeouts, a malformed answer -- is temporary."""
 
+NEGATIVE_TTL = 60
+"""Seconds a NXDOMAIN or NODATA answer is good for when its SOA is out of sight (nearly
+always, see above).  Short on purpose: most zones ask for 5 minutes to a day (SOA
+MINIMUM), so 60 s keeps a negative answer no longer than its zone wants except in zones
+asking for less, and then by under a minute -- a name created since is seen at most a
+minute late, on top of what the recursive resolver itself caches.  It still spares the
+questions that fail on every delivery (``_qmtp._tcp`` SRV names that do not exist, MX
+NODATA for the implicit MX) while a busy queue sends to the same domain."""
+
 
 class CaresLookup:
     """``Lookup`` over one aiodns resolver with explicit nameservers."""
@@ -55,22 +86,30 @@ class CaresLookup:
         "no such record" that would bounce the message.
         """
         seen = {dns_name(name)}
+        chain_ttl: int | None = None  # the smallest TTL of the answers so far (their CNAMEs)
+        negative_ttl = NEGATIVE_TTL  # the TTL of a hard failure of the name asked next
         for _ in range(MAX_CNAME_RESTARTS + 1):
             try:
                 result = await self._resolver.query_dns(name, rtype)
             except self._aiodns.error.DNSError as error:
                 code = error.args[0] if error.args and isinstance(error.args[0], int) else -1
-                return Answer(_CARES_HARD.get(code, Status.TEMPFAIL))
+                status = _CARES_HARD.get(code, Status.TEMPFAIL)
+                if status is Status.TEMPFAIL:
+                    return Answer(Status.TEMPFAIL)
+                return Answer(status, ttl=_smallest(chain_ttl, negative_ttl))
             except (ValueError, UnicodeError):
-                return Answer(Status.NXDOMAIN)
+                return Answer(Status.NXDOMAIN, ttl=_smallest(chain_ttl, negative_ttl))
+            chain_ttl = _smallest(chain_ttl, _answer_ttl(result, rtype))
             records = _records(result, rtype)
             if records:
-                return Answer(Status.OK, records)
+                return Answer(Status.OK, records, ttl=chain_ttl)
             end = _chain_end(result, name, seen)
             if end is None:
                 return Answer(Status.TEMPFAIL)
+            soa_ttl = _soa_negative_ttl(result)
+            negative_ttl = NEGATIVE_TTL if soa_ttl is None else soa_ttl
             if end == dns_name(name):
-                return Answer(Status.NODATA)
+                return Answer(Status.NODATA, ttl=_smallest(chain_ttl, negative_ttl))
             name = end
         return Answer(Status.TEMPFAIL)
 
@@ -105,15 +144,47 @@ def _chain_end(result: Any, name: str, seen: set[str]) -> str | None:
     return current
 
 
-def _records(result: Any, rtype: str) -> tuple[Any, ...]:
+def _smallest(first: int | None, second: int | None) -> int | None:
+    """The smaller of two TTLs, either of which may be unknown (None)."""
+    if first is None:
+        return second
+    return first if second is None else min(first, second)
+
+
+def _answer_ttl(result: Any, rtype: str) -> int | None:
+    """The smallest TTL of the answer section's CNAMEs and records of ``rtype``; None if none."""
     import pycares
 
-    wanted = {
+    used = (pycares.QUERY_TYPE_CNAME, _wanted(rtype))
+    ttls = [int(record.ttl) for record in result.answer if record.type in used]
+    return min(ttls) if ttls else None
+
+
+def _soa_negative_ttl(result: Any) -> int | None:
+    """RFC 2308 §5: min(SOA TTL, SOA MINIMUM) of the authority section's SOA; None if none."""
+    import pycares
+
+    for record in result.authority:
+        if record.type == pycares.QUERY_TYPE_SOA:
+            return min(int(record.ttl), int(record.data.minimum))
+    return None
+
+
+def _wanted(rtype: str) -> int:
+    """pycares' number for the record type ``rtype``."""
+    import pycares
+
+    wanted: dict[str, int] = {
         "MX": pycares.QUERY_TYPE_MX,
         "SRV": pycares.QUERY_TYPE_SRV,
         "A": pycares.QUERY_TYPE_A,
         "AAAA": pycares.QUERY_TYPE_AAAA,
-    }[rtype]
+    }
+    return wanted[rtype]
+
+
+def _records(result: Any, rtype: str) -> tuple[Any, ...]:
+    wanted = _wanted(rtype)
     records: list[Any] = []
     for record in result.answer:
         if record.type != wanted:

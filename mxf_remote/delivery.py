@@ -21,7 +21,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from mxf_remote import remotedwire, report
+from mxf_remote import remotedwire, report, warmtls
 from mxf_remote.dispatch import dispatch, no_lookup
 from mxf_remote.prelude import Prepared, prepare
 from mxf_remote.race import Won, connect_tcp
@@ -46,6 +46,8 @@ class Request(NamedTuple):
     """``host sender recip...``."""
     env: dict[str, str]
     """The launcher's environment."""
+    pid: int = 0
+    """The launcher's pid (SO_PEERCRED), which a TLS engine forked for it watches."""
 
     @classmethod
     def from_wire(cls, message: bytes) -> Request:
@@ -99,9 +101,7 @@ async def serve_delivery(server: Server, connection: socket.socket, request: Req
     finally:
         loop.remove_reader(connection.fileno())
     server.history.learn(dispatched.outcome.fates)
-    await _answer(
-        connection, dispatched, request, prepared.home, trace, exec_clients=server.exec_clients
-    )
+    await _answer(connection, dispatched, request, prepared.home, trace, server=server)
 
 
 async def _answer(
@@ -111,7 +111,7 @@ async def _answer(
     home: str,
     trace: Trace,
     *,
-    exec_clients: bool,
+    server: Server,
 ) -> None:
     from mxf_remote.timeline import dispatch_events
 
@@ -135,9 +135,20 @@ async def _answer(
             await _report(connection, report.cannot_run(client[0], reason), trace, env)
             return
         client_env = client_environment(env, outcome.attempt, local, remote)
-        in_process = b"" if exec_clients else in_process_client(client, request.beside)
+        in_process, extra = b"", list[int]()
+        if not server.exec_clients:
+            in_process = in_process_client(client, request.beside)
+            if warmtls.eligible(client, request.beside) and request.pid:
+                engine = warmtls.start_engine(client, winner.fileno(), client_env, request.pid)
+                if engine is not None:
+                    client, client_env, extra, engine_pid = engine
+                    server.reap_when_done(engine_pid)
+                    in_process = b"smtp"
         trace.mark(
-            "handoff", program=outcome.attempt.protocol.program, in_process=in_process.decode()
+            "handoff",
+            program=outcome.attempt.protocol.program,
+            in_process=in_process.decode(),
+            tls_engine="mxf-remoted" if extra else "",
         )
         _write_trace(trace, env)
         message = remotedwire.encode_handoff(
@@ -146,9 +157,11 @@ async def _answer(
             [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in client_env.items()],
             in_process,
         )
-        await _send_with_descriptor(connection, message, winner.fileno())
+        await _send_with_descriptors(connection, message, [winner.fileno(), *extra])
     finally:
         winner.close()
+        for fd in extra:
+            os.close(fd)
 
 
 IN_PROCESS_PROGRAMS = {"mxf-remote-smtpc": b"smtp", "mxf-remote-qmtpc": b"qmtp"}
@@ -191,9 +204,9 @@ def _write_trace(trace: Trace, env: dict[str, str]) -> None:
         trace.append_to(path)
 
 
-async def _send_with_descriptor(connection: socket.socket, message: bytes, fd: int) -> None:
-    """``message`` with ``fd`` attached to its first byte (SCM_RIGHTS)."""
-    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, FD.pack(fd))]
+async def _send_with_descriptors(connection: socket.socket, message: bytes, fds: list[int]) -> None:
+    """``message`` with ``fds`` attached to its first byte (SCM_RIGHTS)."""
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"".join(FD.pack(fd) for fd in fds))]
     loop = asyncio.get_running_loop()
     while True:
         try:

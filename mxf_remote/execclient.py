@@ -26,22 +26,27 @@ from mxf_remote.ucspi import NETWORK_READ_FD, NETWORK_WRITE_FD
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
     from typing import NoReturn
 
 
-def place_connection(fd: int) -> None:
-    """Put the socket ``fd`` on fds 6 and 7 (blocking, inheritable); close the rest above 2."""
-    if fd in (NETWORK_READ_FD, NETWORK_WRITE_FD):
-        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, NETWORK_WRITE_FD + 1)
-        os.close(fd)
-        fd = moved
-    os.dup2(fd, NETWORK_READ_FD)
-    os.dup2(fd, NETWORK_WRITE_FD)
-    os.close(fd)
+def place_connection(fd: int, extra: Sequence[int] = ()) -> None:
+    """Put the socket ``fd`` on fds 6 and 7 (blocking, inheritable), each of ``extra`` on
+    8, 9, ... (inheritable); close every other descriptor above 2."""
+    first_extra = NETWORK_WRITE_FD + 1
+    high = first_extra + len(extra)  # everything is moved above where it will go first
+    moved = [fcntl.fcntl(old, fcntl.F_DUPFD_CLOEXEC, high) for old in (fd, *extra)]
+    for old in (fd, *extra):
+        os.close(old)
+    os.dup2(moved[0], NETWORK_READ_FD)
+    os.dup2(moved[0], NETWORK_WRITE_FD)
+    for target, source in enumerate(moved[1:], start=first_extra):
+        os.dup2(source, target)
+    for source in moved:
+        os.close(source)
     os.set_blocking(NETWORK_READ_FD, True)
     os.closerange(3, NETWORK_READ_FD)
-    os.closerange(NETWORK_WRITE_FD + 1, _descriptor_limit())
+    os.closerange(high, _descriptor_limit())
 
 
 def _descriptor_limit() -> int:
@@ -65,10 +70,15 @@ def restore_signals(inherited_mask: Iterable[int]) -> None:
 
 
 def exec_client(
-    fd: int, argv: list[str], env: Mapping[str, str], inherited_mask: Iterable[int]
+    fd: int,
+    argv: list[str],
+    env: Mapping[str, str],
+    inherited_mask: Iterable[int],
+    extra: Sequence[int] = (),
 ) -> NoReturn:
-    """Exec ``argv`` with the connection ``fd`` on fds 6/7; a failed exec is a Z report."""
-    place_connection(fd)
+    """Exec ``argv`` with the connection ``fd`` on fds 6/7 (and ``extra`` on 8...); a
+    failed exec is a Z report."""
+    place_connection(fd, extra)
     restore_signals(inherited_mask)
     try:
         os.execve(argv[0], argv, env)

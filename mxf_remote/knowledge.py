@@ -33,10 +33,32 @@ HARD = (Status.NXDOMAIN, Status.NODATA)
 
 
 class Answer(NamedTuple, Generic[T_co]):
-    """One lookup's state and, once OK, its records (already in plan order for MX/SRV)."""
+    """One lookup's state and, once OK, its records (already in plan order for MX/SRV).
+
+    ``ttl`` and ``cached`` say how long the answer may be kept and where it came from, not
+    what DNS said: two answers are equal when their status and records are, however and
+    whenever they were obtained.
+    """
 
     status: Status
     records: tuple[T_co, ...] = ()
+    ttl: int | None = None
+    """Seconds the answer may be kept (RFC 1035 TTL; RFC 2308 §5 for NXDOMAIN/NODATA); None
+    when unknown (a temporary failure, a scripted answer).  ``cares.CaresLookup`` sets it."""
+    cached: bool = False
+    """True when ``dnscache.CachingLookup`` answered from its cache instead of asking."""
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Answer):
+            return self.status is other.status and self.records == other.records
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash((self.status, self.records))
 
     @property
     def pending(self) -> bool:

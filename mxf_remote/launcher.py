@@ -199,8 +199,9 @@ def receive_result(
         finish(server_gone(str(error) or type(error).__name__).encode())
     connection.close()
     kind, payload = result[:1], result[1:]
-    if kind == remotedwire.HANDOFF and len(received.descriptors) == 1:
-        _hand_off(payload, received.descriptors[0], inherited_mask)
+    if kind == remotedwire.HANDOFF and 1 <= len(received.descriptors) <= 4:
+        fd, *extra = received.descriptors
+        _hand_off(payload, fd, extra, inherited_mask)
     received.close()
     if kind == remotedwire.REPORT:
         finish(payload)
@@ -209,21 +210,24 @@ def receive_result(
     finish(server_gone("an answer that is not an mxf-remoted result").encode())
 
 
-def _hand_off(payload: bytes, fd: int, inherited_mask: object) -> NoReturn:
+def _hand_off(payload: bytes, fd: int, extra: list[int], inherited_mask: object) -> NoReturn:
+    """Exec the client on the connection ``fd`` (and ``extra`` on fds 8...), or run ours."""
     from mxf_remote.execclient import exec_client
     from mxf_remote.output import finish
 
     try:
         home, argv, environ, in_process = remotedwire.decode_handoff(payload)
     except remotedwire.Malformed:
-        os.close(fd)
+        for unused in (fd, *extra):
+            os.close(unused)
         from mxf_remote.report import server_gone
 
         finish(server_gone("a handoff that cannot be read").encode())
     try:
         os.chdir(home)
     except OSError:
-        os.close(fd)
+        for unused in (fd, *extra):
+            os.close(unused)
         from mxf_remote.report import NO_HOME
 
         finish(NO_HOME.encode())
@@ -231,12 +235,25 @@ def _hand_off(payload: bytes, fd: int, inherited_mask: object) -> NoReturn:
     client_argv = [os.fsdecode(argument) for argument in argv]
     client_env = {os.fsdecode(key): os.fsdecode(value) for key, value in env.items()}
     if in_process:
-        _run_in_process(in_process.decode(), fd, client_argv, client_env, inherited_mask)
-    exec_client(fd, client_argv, client_env, inherited_mask)  # type: ignore[arg-type]
+        _run_in_process(
+            in_process.decode(),
+            fd,
+            extra,
+            client_argv,
+            env=client_env,
+            inherited_mask=inherited_mask,
+        )
+    exec_client(fd, client_argv, client_env, inherited_mask, extra)  # type: ignore[arg-type]
 
 
 def _run_in_process(
-    name: str, fd: int, argv: list[str], env: dict[str, str], inherited_mask: object
+    name: str,
+    fd: int,
+    extra: list[int],
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    inherited_mask: object,
 ) -> NoReturn:
     """Run our client ``name`` in this process, as exec would have started it.
 
@@ -247,7 +264,7 @@ def _run_in_process(
     """
     from mxf_remote.execclient import place_connection, restore_signals
 
-    place_connection(fd)
+    place_connection(fd, extra)
     restore_signals(inherited_mask)  # type: ignore[arg-type]
     os.environ.clear()
     os.environ.update(env)

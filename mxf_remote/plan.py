@@ -125,6 +125,7 @@ class Facts(NamedTuple):
     def mx_unknown(self) -> bool:
         """No MX answer to go by: not asked, failed temporarily, or still outstanding."""
         return self.mx in (None, Status.TEMPFAIL, Status.PENDING)
+
     null_mx: bool = False
     """RFC 7505: the MX answer is a single ``MX 0 .``."""
     declined: frozenset[str] = frozenset()

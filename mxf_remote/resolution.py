@@ -61,7 +61,7 @@ class Lookup(Protocol):
 class Query:
     """One question and its answer, as it happened (times in ms on the caller's clock)."""
 
-    __slots__ = ("answered", "error", "name", "records", "rtype", "sent", "status")
+    __slots__ = ("answered", "cached", "error", "name", "records", "rtype", "sent", "status")
 
     def __init__(self, name: str, rtype: str, sent: float) -> None:
         self.name = name
@@ -73,6 +73,8 @@ class Query:
         self.records: tuple[Any, ...] = ()
         self.error: str | None = None
         """A lookup that raised instead of answering (a resolver bug): what it raised."""
+        self.cached = False
+        """True when a cache gave the answer (``Answer.cached``), not a DNS server."""
 
 
 class Resolution:
@@ -202,6 +204,7 @@ class Resolution:
         if self.expired:
             return
         query.answered, query.status, query.records = self._now_ms(), answer.status, answer.records
+        query.cached = answer.cached
         handler(answer)
         self._on_change()
 

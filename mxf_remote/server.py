@@ -156,36 +156,38 @@ class Server:
         loop = asyncio.get_running_loop()
         while True:
             connection, _ = await loop.sock_accept(listener)
-            if not self._allowed(connection):
+            peer = self._peer(connection)
+            if peer is None:
                 connection.close()
                 continue
             if len(self.deliveries) >= MAX_DELIVERIES:
                 await _send_quietly(connection, remotedwire.BUSY)
                 connection.close()
                 continue
-            task = loop.create_task(self._serve_one(connection))
+            task = loop.create_task(self._serve_one(connection, peer))
             self.deliveries.add(task)
             task.add_done_callback(self.deliveries.discard)
 
     @staticmethod
-    def _allowed(connection: socket.socket) -> bool:
-        """Only our own uid and root may use the socket (SO_PEERCRED)."""
+    def _peer(connection: socket.socket) -> int | None:
+        """The peer's pid when its uid may use the socket (ours or root's), else None."""
         try:
             raw = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
         except OSError:
-            return False
-        _, uid, _ = PEERCRED.unpack(raw)
+            return None
+        pid, uid, _ = PEERCRED.unpack(raw)
         if uid in (os.geteuid(), 0):
-            return True
+            return int(pid)
         log(f"refused a connection from uid {uid}")
-        return False
+        return None
 
-    async def _serve_one(self, connection: socket.socket) -> None:
+    async def _serve_one(self, connection: socket.socket, pid: int) -> None:
         from mxf_remote.delivery import Request, serve_delivery
 
         try:
             message = await asyncio.wait_for(_read_message(connection), REQUEST_SECONDS)
-            await serve_delivery(self, connection, Request.from_wire(message))
+            request = Request.from_wire(message)._replace(pid=pid)
+            await serve_delivery(self, connection, request)
             self.served += 1
         except (OSError, TimeoutError, remotedwire.Malformed, asyncio.IncompleteReadError):
             pass  # the launcher went away or is no launcher: it delivers in process
@@ -202,14 +204,41 @@ class Server:
         finally:
             connection.close()
 
+    @staticmethod
+    def reap_when_done(pid: int) -> None:
+        """Collect the child ``pid`` (a TLS engine of ``warmtls``) when it ends.
+
+        uvloop keeps SIGCHLD to itself, so each child is watched through a pidfd.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # gone already (or no pidfds): collect it now or never
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            return
+
+        def collect() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+        loop.add_reader(pidfd, collect)
+
     def lookup_for(self, nameservers: list[str]) -> Any:
-        """The c-ares channel for this nameserver set (made once, kept open)."""
+        """The c-ares channel for this nameserver set (made once, kept open), behind its cache.
+
+        One DNS cache per nameserver set: what one set of servers said never answers a
+        delivery that names another.
+        """
         key = tuple(nameservers)
         lookup = self.lookups.get(key)
         if lookup is None:
             from mxf_remote.cares import CaresLookup
+            from mxf_remote.dnscache import CachingLookup
 
-            lookup = CaresLookup(nameservers, asyncio.get_running_loop())
+            lookup = CachingLookup(CaresLookup(nameservers, asyncio.get_running_loop()))
             self.lookups[key] = lookup
         return lookup
 

@@ -12,7 +12,7 @@ them): ``query``, ``query_error``, ``answer``, ``resolution_delay_over``,
 ``dns_timeout``, ``attempt``, ``attempt_waits_for_self_check``, ``attempt_failed``,
 ``attempt_won`` (``at_deadline`` when it won because timeoutconnect ran out),
 ``attempt_closed_runner_up``, ``attempt_cut_by_self_check``, ``attempt_abandoned``,
-``race_timeout``.
+``race_timeout``.  An ``answer`` a cache gave (``mxf-remoted``'s) has ``cached: true``.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def dispatch_events(dispatched: Dispatched[Any]) -> list[dict[str, Any]]:
             type=query.rtype,
             status=query.status.value,
             records=[describe_record(r) for r in query.records[:MAX_RECORDS_SHOWN]],
+            **({"cached": True} if query.cached else {}),
         )
     for name, t in dispatched.delays_over:
         add(t, "resolution_delay_over", name=name)

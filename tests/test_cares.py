@@ -458,3 +458,146 @@ class TestChainEnd:
     def test_records_of_another_type_after_an_alias_are_not_a_failure(self) -> None:
         """a -> b, and an A record for a too: the chain's end ``b`` still counts."""
         assert chain_end([a_record("a"), cname("a", "b")], "a") == "b"
+
+
+TTL1, TTL2 = "ttl1.test", "ttl2.test"
+TTL_ZONES = {
+    TTL1: "\n".join(
+        [
+            "$TTL 30",
+            f"@ 30 SOA ns.{TTL1}. hostmaster.{TTL1}. 1 3600 600 86400 4",
+            "@ 30 NS ns.invalid.",
+            "@ 40 MX 10 host",
+            "host 20 A 192.0.2.1",
+            "short 7 CNAME host",
+            "long 90 CNAME host",
+            f"cross 9 CNAME target.{TTL2}.",
+            f"crosslong 50 CNAME target.{TTL2}.",
+            'txtonly 30 TXT "no address here"',
+            "nodata 25 CNAME txtonly",
+            f"dangling 5 CNAME missing.{TTL2}.",
+        ]
+    ),
+    TTL2: "target 30 A 192.0.2.9\n",
+}
+
+
+@pytest.fixture(scope="module")
+def ttl_knot() -> Iterator[KnotServer]:
+    """One knotd serving zones whose TTLs differ record by record; broken.test is SERVFAIL."""
+    with KnotServer(TTL_ZONES, servfail_zones=["broken.test"]) as server:
+        yield server
+
+
+class TestTtls:
+    """Every answer carries its TTL: the smallest of the records and CNAMEs it came from."""
+
+    def test_a_positive_answer_has_its_records_ttl(self, ttl_knot: KnotServer) -> None:
+        """host A (TTL 20) and the zone's MX (TTL 40): those TTLs, fresh from knot."""
+        a_answer, mx_answer = ask(ttl_knot.nameservers, (f"host.{TTL1}", "A"), (TTL1, "MX"))
+        assert (a_answer.records, a_answer.ttl) == (("192.0.2.1",), 20)
+        assert (mx_answer.records, mx_answer.ttl) == ((MX(10, f"host.{TTL1}"),), 40)
+        assert not a_answer.cached and not mx_answer.cached
+
+    def test_a_chain_in_one_answer_gives_its_smallest_ttl(self, ttl_knot: KnotServer) -> None:
+        """CNAME 7 -> A 20: TTL 7; CNAME 90 -> A 20: TTL 20."""
+        short, long = ask(ttl_knot.nameservers, (f"short.{TTL1}", "A"), (f"long.{TTL1}", "A"))
+        assert (short.records, short.ttl) == (("192.0.2.1",), 7)
+        assert (long.records, long.ttl) == (("192.0.2.1",), 20)
+
+    def test_a_chain_across_follow_ups_gives_its_smallest_ttl(self, ttl_knot: KnotServer) -> None:
+        """CNAME 9 (then a follow-up) -> A 30: TTL 9; CNAME 50 -> A 30: TTL 30.
+
+        Each on a channel of its own: c-ares' own cache would answer the second follow-up
+        with the TTL it has left.
+        """
+        cross = ask_one(ttl_knot.nameservers, f"cross.{TTL1}", "A")
+        crosslong = ask_one(ttl_knot.nameservers, f"crosslong.{TTL1}", "A")
+        assert (cross.records, cross.ttl) == (("192.0.2.9",), 9)
+        assert (crosslong.records, crosslong.ttl) == (("192.0.2.9",), 30)
+
+    def test_knot_sends_the_soa_with_a_negative_answer(self, ttl_knot: KnotServer) -> None:
+        """The premise: knot's NXDOMAIN and NODATA carry the SOA, negative TTL 4 (RFC 2308)."""
+        for name in (f"nothere.{TTL1}", f"txtonly.{TTL1}"):
+            reply = dnswire.query_udp("127.0.0.1", ttl_knot.port, name, "A")
+            assert [(r.type_name, r.ttl) for r in reply.authority] == [("SOA", 4)]
+
+    def test_a_negative_answer_gets_the_fixed_negative_ttl(self, ttl_knot: KnotServer) -> None:
+        """NXDOMAIN and NODATA: c-ares hides their SOA, so NEGATIVE_TTL (60 s), not 4."""
+        from mxf_remote.cares import NEGATIVE_TTL
+
+        nxdomain, nodata = ask(
+            ttl_knot.nameservers, (f"nothere.{TTL1}", "A"), (f"txtonly.{TTL1}", "A")
+        )
+        assert (nxdomain.status, nxdomain.ttl) == (Status.NXDOMAIN, NEGATIVE_TTL)
+        assert (nodata.status, nodata.ttl) == (Status.NODATA, NEGATIVE_TTL)
+        assert NEGATIVE_TTL == 60
+
+    def test_the_soa_beside_a_chain_gives_the_negative_ttl(self, ttl_knot: KnotServer) -> None:
+        """CNAME 25 -> a name without A, SOA beside the CNAME: NODATA with TTL 4."""
+        reply = dnswire.query_udp("127.0.0.1", ttl_knot.port, f"nodata.{TTL1}", "A")
+        assert [(r.type_name, r.ttl) for r in reply.authority] == [("SOA", 4)]
+        answer = ask_one(ttl_knot.nameservers, f"nodata.{TTL1}", "A")
+        assert (answer.status, answer.ttl) == (Status.NODATA, 4)
+
+    def test_a_short_chain_bounds_a_negative_ttl(self, ttl_knot: KnotServer) -> None:
+        """CNAME 5 -> a missing name (a follow-up): NXDOMAIN with TTL 5, not 60."""
+        answer = ask_one(ttl_knot.nameservers, f"dangling.{TTL1}", "A")
+        assert (answer.status, answer.ttl) == (Status.NXDOMAIN, 5)
+
+    def test_a_temporary_failure_has_no_ttl(self, ttl_knot: KnotServer) -> None:
+        """SERVFAIL: TEMPFAIL with no TTL (nothing to keep)."""
+        answer = ask_one(ttl_knot.nameservers, "mx.broken.test", "MX")
+        assert (answer.status, answer.ttl) == (Status.TEMPFAIL, None)
+
+    def test_the_ttl_does_not_make_answers_differ(self, ttl_knot: KnotServer) -> None:
+        """An answer equals the same status and records without a TTL (and hashes alike)."""
+        answer = ask_one(ttl_knot.nameservers, f"host.{TTL1}", "A")
+        plain = Answer(Status.OK, ("192.0.2.1",))
+        assert answer.ttl == 20
+        assert [answer == plain, answer != plain] == [True, False]
+        assert hash(answer) == hash(plain)
+        assert answer != Answer(Status.OK, ("192.0.2.2",), ttl=20)
+
+
+class Soa(NamedTuple):
+    """A SOA record's data, as far as ``_soa_negative_ttl`` reads it."""
+
+    minimum: int
+
+
+class AuthorityRecord(NamedTuple):
+    """A stand-in for a pycares authority record."""
+
+    type: int
+    ttl: int
+    data: object
+
+
+class WithAuthority(NamedTuple):
+    """A stand-in for a pycares DNSResult with an authority section."""
+
+    authority: list[AuthorityRecord]
+
+
+def soa_negative_ttl(authority: list[AuthorityRecord]) -> int | None:
+    """``cares._soa_negative_ttl`` of a result with this authority section."""
+    from mxf_remote.cares import _soa_negative_ttl
+
+    return _soa_negative_ttl(WithAuthority(authority))
+
+
+class TestSoaNegativeTtl:
+    """``_soa_negative_ttl`` alone: RFC 2308 §5's min(SOA TTL, SOA MINIMUM)."""
+
+    @pytest.mark.parametrize(("ttl", "minimum", "expected"), [(300, 60, 60), (30, 3600, 30)])
+    def test_the_smaller_of_ttl_and_minimum(self, ttl: int, minimum: int, expected: int) -> None:
+        """SOA TTL 300 / MINIMUM 60: 60; SOA TTL 30 / MINIMUM 3600: 30."""
+        soa = AuthorityRecord(pycares.QUERY_TYPE_SOA, ttl, Soa(minimum))
+        ns = AuthorityRecord(pycares.QUERY_TYPE_NS, 1, object())
+        assert soa_negative_ttl([ns, soa]) == expected
+
+    def test_no_soa_is_none(self) -> None:
+        """An authority section without SOA: None (the TTL is not known)."""
+        ns = AuthorityRecord(pycares.QUERY_TYPE_NS, 1, object())
+        assert soa_negative_ttl([ns]) is None

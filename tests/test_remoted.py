@@ -42,6 +42,7 @@ slow        MX    10 mx.slow
 slow        MX    20 mx2.slow
 mx.slow     A     127.0.7.2
 mx2.slow    A     127.0.7.1
+mx.tls      A     127.0.7.4
 """,
 }
 LISTENERS = [("127.0.7.1", SMTP_PORT), ("fd6d:7866::701", SMTP_PORT)]
@@ -167,6 +168,56 @@ class TestServed:
             assert [a.recipients for a in sink.arrivals] == [["rcpt@example.test"]]
         finally:
             sink.close()
+
+
+class TestStartTls:
+    """The default SMTP (STARTTLS through our ucspitlsc): the server forks the TLS engine."""
+
+    @pytest.mark.parametrize("exec_clients", [False, True], ids=["warm-engine", "exec"])
+    def test_starttls_delivery(
+        self, tmp_path: Path, knot: KnotServer, exec_clients: bool
+    ) -> None:
+        """Delivered over TLS, byte for byte; the engine is the server's child unless
+        --exec-clients; no engine is left behind."""
+        from tests.sinkkit import SmtpSink
+        from tests.tlskit import Certs
+
+        (tmp_path / "certs").mkdir()
+        certs = Certs(tmp_path / "certs")
+        sink = SmtpSink("127.0.7.4", SMTP_PORT, certs.named_context("mx.tls.warm.test"))
+        own: RemotedServer | None = None
+        try:
+            own = RemotedServer(*(["--exec-clients"] if exec_clients else []),
+                                directory=tmp_path / "server")
+            home = QmailHome(tmp_path / "qmail")
+            home.control("protocols", f"smtp:{SMTP_PORT}:0:N:Y:mxf-remote-smtpc\n")
+            home.control("me", "warm.test\n")
+            home.control("smtproutes", f":mx.tls.warm.test:{SMTP_PORT}\n")
+            message = b"Subject: tls\n\n.dot\nbody\n"
+            delivery = deliver(through(own, home), "ok.warm.test", knot, message=message)
+            assert delivery.stdout.startswith(b"r\0K127.0.7.4 accepted message."), delivery
+            handoff = next(e for e in delivery.trace if e["event"] == "handoff")
+            assert handoff["tls_engine"] == ("" if exec_clients else "mxf-remoted")
+            (arrival,) = sink.arrivals
+            assert arrival.tls is not None
+            assert arrival.content == message.replace(b"\n", b"\r\n")
+            deadline = time.monotonic() + 5
+            while _children_of(own.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _children_of(own.pid) == []
+        finally:
+            if own is not None:
+                own.close()
+            sink.close()
+
+
+def _children_of(pid: int) -> list[int]:
+    """The child processes of ``pid`` (zombies included)."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as listing:
+            found += [int(child) for child in listing.read().split()]
+    return found
 
 
 @pytest.mark.usefixtures("listeners")

@@ -337,3 +337,29 @@ class TestOrder:
         )
         assert len(events) == 8
         assert all(list(e)[:2] == ["t", "event"] for e in events)
+
+
+class TestCachedAnswers:
+    """An answer a cache gave (mxf-remoted's DNS cache) says so; a fresh one is unchanged."""
+
+    def test_a_cached_answer_has_cached_true(self) -> None:
+        """A cached NXDOMAIN at 0.1 ms: the ``answer`` event ends with ``cached: true``."""
+        hit = query(f"_qmtp._tcp.{HOST}", "SRV", 0.0, 0.1, status=Status.NXDOMAIN)
+        hit.cached = True
+        (_, answer) = dispatch_events(dispatched(hit))
+        assert answer == {
+            "t": 0.1,
+            "event": "answer",
+            "name": f"_qmtp._tcp.{HOST}",
+            "type": "SRV",
+            "status": "nxdomain",
+            "records": [],
+            "cached": True,
+        }
+
+    def test_a_fresh_answer_has_no_cached_field(self) -> None:
+        """An answer from DNS: no ``cached`` field at all (the event is as it always was)."""
+        fresh = query(HOST, "A", 0.0, 3.0, status=Status.OK, records=("192.0.2.1",))
+        (_, answer) = dispatch_events(dispatched(fresh))
+        assert "cached" not in answer
+        assert not fresh.cached

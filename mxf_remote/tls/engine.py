@@ -58,13 +58,19 @@ def detach_from_parent(keep: set[int]) -> None:
     os.closerange(low, 1 << 20)
 
 
-def watch_parent(parent_pid: int) -> int | None:
-    """A pidfd that becomes readable when prog (our parent) exits; None if unsupported."""
+def watch_parent(parent_pid: int, *, is_parent: bool = True) -> int | None:
+    """A pidfd that becomes readable when prog (our parent) exits; None if unsupported.
+
+    ``is_parent`` False: prog is not our parent (mxf-remoted forked us for a launcher's
+    client), so only the pidfd tells whether it is still there.
+    """
     try:
         pidfd = os.pidfd_open(parent_pid)
+    except ProcessLookupError:
+        raise _Gone from None
     except (OSError, AttributeError):
         return None
-    if os.getppid() != parent_pid:  # it died before we opened it
+    if is_parent and os.getppid() != parent_pid:  # it died before we opened it
         os.close(pidfd)
         raise _Gone
     return pidfd
@@ -178,12 +184,23 @@ def ucspitlsc_engine(
     ctl: int,
     app_r: int,
     app_w: int,
+    prog_is_parent: bool = True,
 ) -> NoReturn:
-    """mxf-remote-ucspitlsc's child: wait for y/Y on ``ctl``, then as tlsc. Never returns."""
+    """mxf-remote-ucspitlsc's child: wait for y/Y on ``ctl``, then as tlsc. Never returns.
+
+    ``parent_pid`` is prog's pid; ``prog_is_parent`` False when mxf-remoted forked the
+    engine for a launcher's client (prog is then the launcher, not our parent).
+    """
     status = EXIT_SYSTEM
     with contextlib.suppress(BaseException):  # the engine has nowhere to report, ever
         status = _ucspitlsc_engine(
-            options, env, parent_pid=parent_pid, ctl=ctl, app_r=app_r, app_w=app_w
+            options,
+            env,
+            parent_pid=parent_pid,
+            ctl=ctl,
+            app_r=app_r,
+            app_w=app_w,
+            prog_is_parent=prog_is_parent,
         )
     os._exit(status)
 
@@ -214,10 +231,11 @@ def _ucspitlsc_engine(
     ctl: int,
     app_r: int,
     app_w: int,
+    prog_is_parent: bool,
 ) -> int:
     detach_from_parent({options.rfd, options.wfd, ctl, app_r, app_w})
     try:
-        pidfd = watch_parent(parent_pid)
+        pidfd = watch_parent(parent_pid, is_parent=prog_is_parent)
     except _Gone:
         return EXIT_SYSTEM
     # Load ssl and the trust anchors while prog talks in clear (banner, EHLO, STARTTLS).

@@ -9,7 +9,8 @@ values directly.
 
 The event names and fields are an interface (benchmarks and admins' scripts read
 them): ``query``, ``query_error``, ``answer``, ``resolution_delay_over``,
-``dns_timeout``, ``attempt``, ``attempt_waits_for_self_check``, ``attempt_failed``,
+``dns_timeout``, ``attempt`` (``behind`` when mxf-remoted's connection history moved it
+behind its siblings), ``attempt_waits_for_self_check``, ``attempt_failed``,
 ``attempt_won`` (``at_deadline`` when it won because timeoutconnect ran out),
 ``attempt_closed_runner_up``, ``attempt_cut_by_self_check``, ``attempt_abandoned``,
 ``race_timeout``.  An ``answer`` a cache gave (``mxf-remoted``'s) has ``cached: true``.
@@ -73,7 +74,9 @@ def dispatch_events(dispatched: Dispatched[Any]) -> list[dict[str, Any]]:
     if dispatched.dns_expired_at is not None:
         add(dispatched.dns_expired_at, "dns_timeout")
     for fate in dispatched.outcome.fates:
-        events.extend(_attempt_events(fate))
+        events.extend(
+            _attempt_events(fate, behind=fate.attempt.key in dispatched.plan.facts.behind)
+        )
     outcome = dispatched.outcome
     if isinstance(outcome, Lost) and outcome.timed_out:
         add(outcome.ended, "race_timeout")
@@ -81,19 +84,20 @@ def dispatch_events(dispatched: Dispatched[Any]) -> list[dict[str, Any]]:
     return events
 
 
-def _attempt_events(fate: AttemptFate) -> list[dict[str, Any]]:
+def _attempt_events(fate: AttemptFate, *, behind: bool) -> list[dict[str, Any]]:
     attempt = fate.attempt
     where = {"address": attempt.address, "port": attempt.port}
-    events: list[dict[str, Any]] = [
-        {
-            "t": round(fate.start, 3),
-            "event": "attempt",
-            "protocol": attempt.protocol.service,
-            "exchanger": attempt.exchanger,
-            **where,
-            "source": attempt.source,
-        }
-    ]
+    start: dict[str, Any] = {
+        "t": round(fate.start, 3),
+        "event": "attempt",
+        "protocol": attempt.protocol.service,
+        "exchanger": attempt.exchanger,
+        **where,
+        "source": attempt.source,
+    }
+    if behind:
+        start["behind"] = True  # the connection history put it behind its siblings
+    events: list[dict[str, Any]] = [start]
     if fate.parked is not None:
         events.append(
             {"t": round(fate.parked, 3), "event": "attempt_waits_for_self_check", **where}

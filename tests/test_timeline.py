@@ -363,3 +363,20 @@ class TestCachedAnswers:
         (_, answer) = dispatch_events(dispatched(fresh))
         assert "cached" not in answer
         assert not fresh.cached
+
+
+def test_an_attempt_moved_behind_by_the_history_says_so() -> None:
+    """An attempt the connection history moved behind its siblings: ``behind`` on its event."""
+    from mxf_remote.dispatch import Dispatched
+    from mxf_remote.plan import Attempt, Facts, Plan
+    from mxf_remote.race import AttemptFate, Fate, Lost
+    from tests.scripted import SMTP
+
+    moved = Attempt(SMTP, "mx", "192.0.2.1", 25, "mx", 10)
+    other = Attempt(SMTP, "mx", "192.0.2.2", 25, "mx", 10)
+    plan = Plan((other, moved), Facts("dns", "x", behind=(("192.0.2.1", 25),)))
+    fates = tuple(AttemptFate(a, 0.0, 1.0, Fate.FAILED, "ECONNREFUSED") for a in (other, moved))
+    events = [e for e in dispatch_events(Dispatched(Lost(fates), plan)) if e["event"] == "attempt"]
+    assert [(e["address"], e.get("behind")) for e in events] == [
+        ("192.0.2.2", None), ("192.0.2.1", True)
+    ]

@@ -81,7 +81,10 @@ def latency_values(scenario_key: str, name: str, samples: list[Sample], all_sile
 
 
 def main() -> int:
-    """Run everything, write the results."""
+    """Run everything, write the results (``--warm ...``: run ``warm.py ...`` instead)."""
+    if sys.argv[1:2] == ["--warm"]:  # python3 -m tox -e bench -- --warm [warm.py's options]
+        warm = str(Path(__file__).with_name("warm.py"))
+        os.execv(sys.executable, [sys.executable, warm, *sys.argv[2:]])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="runs per scenario and contender")
     parser.add_argument("--deliveries", type=int, default=500, help="deliveries per batch")

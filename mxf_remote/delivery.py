@@ -138,11 +138,12 @@ async def _answer(
         in_process, extra = b"", list[int]()
         if not server.exec_clients:
             in_process = in_process_client(client, request.beside)
-            if warmtls.eligible(client, request.beside) and request.pid:
-                engine = warmtls.start_engine(client, winner.fileno(), client_env, request.pid)
+            jobs = server.tls_jobs
+            if jobs is not None and warmtls.eligible(client, request.beside) and request.pid:
+                fd = winner.fileno()
+                engine = warmtls.start_engine(jobs, client, fd, client_env, request.pid)
                 if engine is not None:
-                    client, client_env, extra, engine_pid = engine
-                    server.reap_when_done(engine_pid)
+                    client, client_env, extra = engine
                     in_process = b"smtp"
         trace.mark(
             "handoff",

@@ -68,9 +68,13 @@ def log(message: str) -> None:
 class Server:
     """The listening socket, the shared c-ares channels, the deliveries in progress."""
 
-    def __init__(self, path: str, *, exec_clients: bool = False) -> None:
+    def __init__(
+        self, path: str, *, exec_clients: bool = False, tls_jobs: socket.socket | None = None
+    ) -> None:
         self.path = path
         self.exec_clients = exec_clients
+        self.tls_jobs = tls_jobs
+        """The job socket of ``tlsforker`` (None: every TLS client is exec'd)."""
         """True: the launcher execs every client; False: it runs our own SMTP and QMTP
         clients in its process (no second interpreter start)."""
         self.listener: socket.socket | None = None
@@ -204,28 +208,6 @@ class Server:
         finally:
             connection.close()
 
-    @staticmethod
-    def reap_when_done(pid: int) -> None:
-        """Collect the child ``pid`` (a TLS engine of ``warmtls``) when it ends.
-
-        uvloop keeps SIGCHLD to itself, so each child is watched through a pidfd.
-        """
-        loop = asyncio.get_running_loop()
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:  # gone already (or no pidfds): collect it now or never
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            return
-
-        def collect() -> None:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-
-        loop.add_reader(pidfd, collect)
-
     def lookup_for(self, nameservers: list[str]) -> Any:
         """The c-ares channel for this nameserver set (made once, kept open), behind its cache.
 
@@ -280,17 +262,15 @@ def socket_path_of(environ: Mapping[str, str]) -> str:
     return path
 
 
-USAGE = "usage: mxf-remoted [--exec-clients]"
-
-
-def main() -> NoReturn:
-    """Entry point of ``mxf-remoted``: serve until SIGTERM, exit 0."""
+def run(options: list[str], tls_jobs: socket.socket | None) -> NoReturn:
+    """Serve until SIGTERM, exit 0 (``remoted.main`` has started the TLS forker)."""
     from mxf_remote.dispatch import new_event_loop
 
-    options = sys.argv[1:]
-    if any(option != "--exec-clients" for option in options):
-        raise SystemExit(USAGE)
-    server = Server(socket_path_of(os.environ), exec_clients="--exec-clients" in options)
+    server = Server(
+        socket_path_of(os.environ),
+        exec_clients="--exec-clients" in options,
+        tls_jobs=tls_jobs,
+    )
     loop = new_event_loop()
     try:
         server.listen()

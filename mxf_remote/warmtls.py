@@ -7,25 +7,26 @@ mxf-remoted has ``ssl`` loaded already, so for that exact pair -- our ucspitlsc 
 smtpc, both installed beside the launcher's mxf-remote -- it does what ucspitlsc does,
 without either start:
 
-* it forks the UCSPI-TLS engine (``tls.engine.ucspitlsc_engine``, the very code
-  ucspitlsc's child runs) on the winning connection, with ucspitlsc's own command line
-  and the launcher's environment (``CAFILE``, ``CADIR``...), and with the control
-  socket and the two pipes of UCSPI-TLS;
+* it has the UCSPI-TLS engine (``tls.engine.ucspitlsc_engine``, the very code
+  ucspitlsc's child runs) started on the winning connection, with ucspitlsc's own
+  command line and the launcher's environment (``CAFILE``, ``CADIR``...), and with the
+  control socket and the two pipes of UCSPI-TLS -- forked by ``tlsforker``, a small
+  process with ``ssl`` loaded, rather than by the server itself (cheaper by a fork of
+  a big process);
 * it hands the launcher the connection *and* the program's ends of those three, which
   the launcher puts on descriptors 8, 9 and 10 (``SSLCTLFD``, ``SSLREADFD``,
   ``SSLWRITEFD``) before it runs mxf-remote-smtpc in its own process.
 
 From there everything is as with ucspitlsc: the client speaks clear SMTP on fds 6/7,
 writes ``Y`` on ``SSLCTLFD`` after a 220 to STARTTLS, and the engine does the handshake
-and pumps.  The engine is the server's child, not the client's: it watches the launcher
-through a pidfd (as ucspitlsc's engine watches its parent) and ends with it; the server
-reaps it.  If the server dies, the engine lives on until the delivery ends.
+and pumps.  The engine is the forker's child, not the client's: it watches the launcher
+through a pidfd (as ucspitlsc's engine watches its parent) and ends with it.  If the
+server dies, the engine lives on until the delivery ends.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 
 from mxf_remote.tls.options import TLS_CONFIG_VARIABLES, UsageError, parse_options
@@ -50,53 +51,36 @@ def eligible(argv: list[str], beside: str) -> bool:
 
 
 def start_engine(
-    argv: list[str], connection: int, env: dict[str, str], prog_pid: int
-) -> tuple[list[str], dict[str, str], list[int], int] | None:
-    """Fork the engine for ``argv`` (the ucspitlsc command line) on ``connection``.
+    jobs: socket.socket, argv: list[str], connection: int, env: dict[str, str], prog_pid: int
+) -> tuple[list[str], dict[str, str], list[int]] | None:
+    """Have the forker (``tlsforker``) start the engine for ``argv`` on ``connection``.
 
-    Returns prog's argv, prog's environment, the three descriptors to hand over (to go
-    on ENGINE_DESCRIPTORS) and the engine's pid; None when the command line is not one
-    ucspitlsc would take (the launcher then execs it, and ucspitlsc reports it).
+    Returns prog's argv, prog's environment, and the three descriptors to hand over (to
+    go on ENGINE_DESCRIPTORS); None when the command line is not one ucspitlsc would take
+    or the forker is gone (the launcher then execs ucspitlsc, as without the warm path).
     """
-    from mxf_remote.tls.engine import ucspitlsc_engine
+    from mxf_remote import tlsforker
 
     try:
         options = parse_options(argv[1:])
     except UsageError:
         return None
-    # Two descriptors, as ucspitlsc's 6 and 7: the pump polls its read and its write
-    # descriptor each for its own event, which one descriptor cannot carry.
-    options.rfd, options.wfd = connection, os.dup(connection)
     control_prog, control_engine = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     control_prog_fd, control_engine_fd = control_prog.detach(), control_engine.detach()
     to_prog_r, to_prog_w = os.pipe()
     from_prog_r, from_prog_w = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the engine process, which _exits
-        _forget_the_server()
-        ucspitlsc_engine(
-            options,
-            env,
-            parent_pid=prog_pid,
-            ctl=control_engine_fd,
-            app_r=from_prog_r,
-            app_w=to_prog_w,
-            prog_is_parent=False,
-        )
-    for fd in (control_engine_fd, from_prog_r, to_prog_w, options.wfd):
+    engine_ends = [connection, control_engine_fd, from_prog_r, to_prog_w]
+    submitted = tlsforker.submit(jobs, argv, env, prog_pid, engine_ends)
+    for fd in engine_ends[1:]:
         os.close(fd)
+    if not submitted:
+        for fd in (control_prog_fd, to_prog_r, from_prog_w):
+            os.close(fd)
+        return None
     prog_env = dict(env)
     if not options.keep_env:
         for name in TLS_CONFIG_VARIABLES:
             prog_env.pop(name, None)
     for name, fd in zip(("SSLCTLFD", "SSLREADFD", "SSLWRITEFD"), ENGINE_DESCRIPTORS, strict=True):
         prog_env[name] = str(fd)
-    return options.prog, prog_env, [control_prog_fd, to_prog_r, from_prog_w], child
-
-
-def _forget_the_server() -> None:  # pragma: no cover - runs in the engine process
-    """In the forked engine: none of the server's signal handling, default dispositions."""
-    signal.set_wakeup_fd(-1)
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    return options.prog, prog_env, [control_prog_fd, to_prog_r, from_prog_w]

@@ -177,8 +177,8 @@ class TestStartTls:
     def test_starttls_delivery(
         self, tmp_path: Path, knot: KnotServer, exec_clients: bool
     ) -> None:
-        """Delivered over TLS, byte for byte; the engine is the server's child unless
-        --exec-clients; no engine is left behind."""
+        """Delivered over TLS, byte for byte; the engine comes from the server's TLS
+        forker unless --exec-clients; no engine is left behind."""
         from tests.sinkkit import SmtpSink
         from tests.tlskit import Certs
 
@@ -201,10 +201,44 @@ class TestStartTls:
             (arrival,) = sink.arrivals
             assert arrival.tls is not None
             assert arrival.content == message.replace(b"\n", b"\r\n")
+            forkers = _children_of(own.pid)  # the TLS forker, without --exec-clients
+            assert len(forkers) == (0 if exec_clients else 1)
             deadline = time.monotonic() + 5
-            while _children_of(own.pid) and time.monotonic() < deadline:
+            while any(_children_of(f) for f in forkers) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert _children_of(own.pid) == []
+            assert [engine for f in forkers for engine in _children_of(f)] == []
+        finally:
+            if own is not None:
+                own.close()
+            sink.close()
+
+
+class TestForkerGone:
+    """Without its TLS forker, the server hands STARTTLS back to be exec'd."""
+
+    def test_delivered_by_the_exec_path(self, tmp_path: Path, knot: KnotServer) -> None:
+        """The forker killed: the next STARTTLS delivery still goes out over TLS."""
+        from tests.sinkkit import SmtpSink
+        from tests.tlskit import Certs
+
+        (tmp_path / "certs").mkdir()
+        certs = Certs(tmp_path / "certs")
+        sink = SmtpSink("127.0.7.4", SMTP_PORT, certs.named_context("mx.tls.warm.test"))
+        own: RemotedServer | None = None
+        try:
+            own = RemotedServer(directory=tmp_path / "server")
+            (forker,) = _children_of(own.pid)
+            os.kill(forker, signal.SIGKILL)
+            home = QmailHome(tmp_path / "qmail")
+            home.control("protocols", f"smtp:{SMTP_PORT}:0:N:Y:mxf-remote-smtpc\n")
+            home.control("me", "warm.test\n")
+            home.control("smtproutes", f":mx.tls.warm.test:{SMTP_PORT}\n")
+            delivery = deliver(through(own, home), "ok.warm.test", knot)
+            assert delivery.stdout.startswith(b"r\0K127.0.7.4 accepted message."), delivery
+            handoff = next(e for e in delivery.trace if e["event"] == "handoff")
+            assert handoff["tls_engine"] == ""
+            (arrival,) = sink.arrivals
+            assert arrival.tls is not None
         finally:
             if own is not None:
                 own.close()

@@ -132,12 +132,19 @@ def run_dispatch(
     *,
     local: frozenset[str],
     clock: Callable[[], float],
+    penalized: Callable[[str, int], bool] | None = None,
 ) -> Dispatched[socket.socket]:
-    """Run ``dispatch`` on a fresh loop with c-ares, and close everything before returning."""
+    """Run ``dispatch`` on a fresh loop with c-ares, and close everything before returning.
+
+    ``penalized``: a connection history to order the plan by (the probe shows the
+    server's).
+    """
     loop = new_event_loop()
     try:
         return loop.run_until_complete(
-            _dispatch_with_cares(destination, control, nameservers, local, clock)
+            _dispatch_with_cares(
+                destination, control, nameservers, local=local, clock=clock, penalized=penalized
+            )
         )
     finally:
         loop.close()
@@ -152,19 +159,33 @@ async def _dispatch_with_cares(
     destination: Destination,
     control: Control,
     nameservers: list[str],
+    *,
     local: frozenset[str],
     clock: Callable[[], float],
+    penalized: Callable[[str, int], bool] | None,
 ) -> Dispatched[socket.socket]:
     if not destination.needs_dns:  # a literal: spare the c-ares import and channel
         return await dispatch(
-            destination, control, no_lookup, local=local, connect=connect_tcp, clock=clock
+            destination,
+            control,
+            no_lookup,
+            local=local,
+            connect=connect_tcp,
+            clock=clock,
+            penalized=penalized,
         )
     from mxf_remote.cares import CaresLookup
 
     lookup = CaresLookup(nameservers, asyncio.get_running_loop())
     try:
         return await dispatch(
-            destination, control, lookup, local=local, connect=connect_tcp, clock=clock
+            destination,
+            control,
+            lookup,
+            local=local,
+            connect=connect_tcp,
+            clock=clock,
+            penalized=penalized,
         )
     finally:
         await lookup.close()

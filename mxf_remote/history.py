@@ -97,3 +97,18 @@ class History:
     def records(self) -> dict[tuple[str, int], Record]:
         """A copy of the table (for the trace and tests)."""
         return dict(self._records)
+
+    def snapshot(self) -> list[dict[str, object]]:
+        """The table as JSON shows it: address, port, failures, seconds since the last,
+        and whether it is penalized now."""
+        now = self._clock()
+        return [
+            {
+                "address": address,
+                "port": port,
+                "failures": record.failures,
+                "seconds_ago": round(now - record.last, 1),
+                "penalized": self.penalized(address, port),
+            }
+            for (address, port), record in self._records.items()
+        ]

@@ -119,6 +119,7 @@ class Result:
     waiting: list[str]
     facts: dict[str, Any]
     """What the planner decided (``plan.Facts``), as JSON shows it."""
+    history: list[dict[str, Any]] | None
     queries: list[QueryRow]
     notes: list[tuple[float, str, str]]
     """(ms, what, where): moments worth a line of the timeline that are no query or attempt."""
@@ -138,6 +139,7 @@ class Result:
             "plan": [row.as_dict() for row in self.plan],
             "waiting": self.waiting,
             "facts": self.facts,
+            "history": self.history,
             "timeline": {
                 "queries": [q.as_dict() for q in self.queries],
                 "attempts": [row.as_dict() for row in self.plan if row.start is not None],
@@ -193,7 +195,16 @@ def run(argv: list[str]) -> int:
     from mxf_remote.dispatch import run_dispatch
     from mxf_remote.race import Won
 
-    dispatched = run_dispatch(destination, control, nameservers, local=local, clock=_trace.now_ms)
+    history = server_history(home)
+    penalized = {(e["address"], e["port"]) for e in history or () if e["penalized"]}
+    dispatched = run_dispatch(
+        destination,
+        control,
+        nameservers,
+        local=local,
+        clock=_trace.now_ms,
+        penalized=(lambda address, port: (address, port) in penalized) if history else None,
+    )
     elapsed = _trace.now_ms()
     outcome = dispatched.outcome
     report = None
@@ -236,6 +247,7 @@ def run(argv: list[str]) -> int:
         plan=rows,
         waiting=[entry.lookup for entry in dispatched.plan.waiting],
         facts=facts_dict(dispatched.plan.facts),
+        history=history,
         queries=query_rows(dispatched),
         notes=notes(dispatched),
         events=trace.events,
@@ -359,6 +371,44 @@ def facts_dict(facts: Facts) -> dict[str, Any]:
     }
 
 
+STATUS_SECONDS = 1.0
+"""How long the probe waits for mxf-remoted's state."""
+
+
+def server_history(home: str) -> list[dict[str, Any]] | None:
+    """mxf-remoted's connection history, when ``control/remotedsocket`` names a server
+    that answers; None otherwise (the probe then plans without a history)."""
+    from mxf_remote import remotedwire
+    from mxf_remote.controlfile import ControlError, read_first_line
+
+    try:
+        path = read_first_line(home, "remotedsocket")
+    except ControlError:
+        return None
+    if not path:
+        return None
+    import socket
+
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(STATUS_SECONDS)
+    try:
+        connection.connect(path)
+        connection.sendall(remotedwire.encode_status_request())
+        answer = b""
+        while (length := remotedwire.complete_length(answer)) is None:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return None
+            answer += chunk
+        status = json.loads(remotedwire.unwrap(answer[:length]))
+    except (OSError, ValueError, remotedwire.Malformed):
+        return None
+    finally:
+        connection.close()
+    history = status.get("history") if isinstance(status, dict) else None
+    return history if isinstance(history, list) else None
+
+
 def query_rows(dispatched: Dispatched[Any]) -> list[QueryRow]:
     """Every DNS question: unanswered ones were cut by timeoutdns or cancelled at the end."""
     rows = []
@@ -434,6 +484,22 @@ def _winner_line(w: AttemptRow, *, closed: bool) -> str:
     )
 
 
+def _history_lines(history: list[dict[str, Any]] | None) -> list[str]:
+    """mxf-remoted's connection history, when the probe could ask it."""
+    if history is None:
+        return []
+    if not history:
+        return ["connection history (mxf-remoted): nothing failed lately"]
+    lines = ["connection history (mxf-remoted):"]
+    for entry in history:
+        state = "penalized: tried behind its siblings" if entry["penalized"] else "remembered"
+        lines.append(
+            f"  {entry['address']} port {entry['port']}: {entry['failures']} failure(s), "
+            f"the last {entry['seconds_ago']:g} s ago; {state}"
+        )
+    return lines
+
+
 def _fact_lines(facts: dict[str, Any]) -> list[str]:
     """What the planner decided that the plan table does not show."""
     lines = []
@@ -500,6 +566,7 @@ def render_text(result: Result) -> str:
     for lookup in result.waiting:
         out.append(f"still waiting for: {lookup}")
     out += _fact_lines(result.facts)
+    out += _history_lines(result.history)
     timeline: list[tuple[float, list[str]]] = []
     for q in result.queries:
         detail = q.status + (f": {_records(q.records)}" if q.records else "")

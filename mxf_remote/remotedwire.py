@@ -31,6 +31,9 @@ nothing.
 from __future__ import annotations
 
 MAGIC = b"mxf-remoted 1"
+STATUS = b"mxf-remoted status 1"
+"""A request for the server's state (``mxf-remote-probe``): answered with one netstring of
+JSON, the connection history."""
 MAX_MESSAGE = 64 * 1024 * 1024
 """A request or a result larger than this is refused (argv and environ of a delivery are
 a few KB; 5,000 recipients are 250 KB)."""
@@ -143,3 +146,16 @@ def decode_handoff(payload: bytes) -> tuple[bytes, list[bytes], list[bytes], byt
     if len(parts) != 4 or parts[3] not in (b"", *IN_PROCESS_CLIENTS):
         raise Malformed("not a handoff")
     return parts[0], split(parts[1]), split(parts[2]), parts[3]
+
+
+def encode_status_request() -> bytes:
+    """The probe's question for the server's state."""
+    return netstring(netstring(STATUS))
+
+
+def is_status_request(message: bytes) -> bool:
+    """True for ``encode_status_request``'s message."""
+    try:
+        return split(unwrap(message)) == [STATUS]
+    except Malformed:
+        return False

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -190,6 +191,10 @@ class Server:
 
         try:
             message = await asyncio.wait_for(_read_message(connection), REQUEST_SECONDS)
+            if remotedwire.is_status_request(message):
+                status = json.dumps({"history": self.history.snapshot()}).encode()
+                await _send_quietly(connection, remotedwire.netstring(status))
+                return
             request = Request.from_wire(message)._replace(pid=pid)
             await serve_delivery(self, connection, request)
             self.served += 1

@@ -170,3 +170,12 @@ class TestInTheRace:
         assert isinstance(result.outcome, Won)
         assert result.plan.facts.behind == (("192.0.2.1", 25),)
         assert [a.address for a in result.plan.attempts] == ["192.0.2.2", "192.0.2.1"]
+
+
+def test_the_snapshot_is_what_the_probe_shows(history: History, clock: Clock) -> None:
+    """Address, port, failures, seconds since the last, and the penalty, as JSON."""
+    fail_twice(history, clock)
+    clock.now += 5
+    assert history.snapshot() == [
+        {"address": ADDRESS, "port": 25, "failures": 2, "seconds_ago": 5.0, "penalized": True}
+    ]

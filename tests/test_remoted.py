@@ -417,6 +417,51 @@ class TestFaults:
         assert "refused a connection from uid 65534" in server.log_text()
 
 
+class TestHistory:
+    """The server remembers silent addresses, and the probe shows what it remembers."""
+
+    def test_a_timeout_is_remembered_and_shown_by_the_probe(
+        self, silent_hosts: None, home: QmailHome, knot: KnotServer, tmp_path: Path
+    ) -> None:
+        """A race lost to silence: the server's history has it; the probe prints and plans by it."""
+        import json
+        import sys
+
+        silence(SILENT)
+        own = RemotedServer(directory=tmp_path / "server")
+        try:
+            through(own, home)
+            home.control("timeoutconnect", "1\n")
+            delivery = deliver(home, "silent.warm.test", knot)
+            assert delivery.stdout == report.NO_CONNECTION.encode()
+            probe = os.path.join(os.path.dirname(sys.executable), "mxf-remote-probe")
+            env = {"PATH": os.environ["PATH"], "MXF_QMAIL": str(home.root), **knot.env}
+            done = subprocess.run([probe, "--json", "ok.warm.test"], capture_output=True,
+                                  text=True, env=env, timeout=30, check=False)
+            history = json.loads(done.stdout)["history"]
+            assert [(e["address"], e["port"], e["failures"], e["penalized"]) for e in history] == [
+                (SILENT, SMTP_PORT, 1, False)
+            ]
+            text = subprocess.run([probe, "ok.warm.test"], capture_output=True, text=True,
+                                  env=env, timeout=30, check=False).stdout
+            assert f"{SILENT} port {SMTP_PORT}: 1 failure(s)" in text
+        finally:
+            own.close()
+
+    def test_without_a_server_the_probe_has_no_history(
+        self, home: QmailHome, knot: KnotServer
+    ) -> None:
+        """No control/remotedsocket: the probe's JSON history is null."""
+        import json
+        import sys
+
+        probe = os.path.join(os.path.dirname(sys.executable), "mxf-remote-probe")
+        env = {"PATH": os.environ["PATH"], "MXF_QMAIL": str(home.root), **knot.env}
+        done = subprocess.run([probe, "--json", "nowhere.warm.test"], capture_output=True,
+                              text=True, env=env, timeout=30, check=False)
+        assert json.loads(done.stdout)["history"] is None
+
+
 @pytest.mark.usefixtures("listeners")
 class TestLoad:
     """Many launchers at once through one server."""

@@ -87,3 +87,13 @@ class TestMessages:
         payload = wire.unwrap(wire.encode_handoff(b"/", [b"/bin/x"], [], b"../../evil"))
         with pytest.raises(wire.Malformed):
             wire.decode_handoff(payload[1:])
+
+
+class TestStatus:
+    """The probe's question for the server's state."""
+
+    def test_recognised(self) -> None:
+        """The status request is one, a delivery request is not, garbage is not."""
+        assert wire.is_status_request(wire.encode_status_request())
+        assert not wire.is_status_request(wire.encode_request(1.0, b"/", [b"h"], []))
+        assert not wire.is_status_request(b"garbage")

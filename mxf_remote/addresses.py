@@ -16,6 +16,7 @@ from ``SIOCGIFCONF`` (the ioctl qmail's ``ipme.c`` uses), IPv6 ones from
 from __future__ import annotations
 
 import socket
+from typing import NamedTuple
 
 IPV4_UNSPECIFIED = "0.0.0.0"  # noqa: S104 - a value to compare with, never bound
 IPV6_UNSPECIFIED = "::"
@@ -52,18 +53,56 @@ def parse_literal(host: str) -> str | None:
     return None
 
 
-def interleave_families_rfc8305(addresses: list[str]) -> list[str]:
+IPV4, IPV6 = "ipv4", "ipv6"
+"""The address families as ``control/addressfamilies`` spells them."""
+DEFAULT_FAMILIES: tuple[str, ...] = (IPV6, IPV4)
+"""Without ``control/addressfamilies``: both families, IPv6 leading the interleave."""
+
+
+def family_of(address: str) -> str:
+    """``ipv6`` or ``ipv4``: the family of a canonical address."""
+    return IPV6 if is_ipv6(address) else IPV4
+
+
+def family_label(family: str) -> str:
+    """``IPv4`` or ``IPv6``, as reports and people write them."""
+    return "IPv6" if family == IPV6 else "IPv4"
+
+
+def interleave_families_rfc8305(
+    addresses: list[str], families: tuple[str, ...] = DEFAULT_FAMILIES
+) -> list[str]:
     """RFC 8305 §4 with First Address Family Count 1: IPv6, IPv4, IPv6, IPv4, ...
 
-    Order within a family is kept (DNS answer order).  IPv6 goes first whatever the
-    answer order, as the spec says; a family that runs out lets the other continue.
+    ``families`` (``control/addressfamilies``) says which families count and which one
+    leads: an address of a family it does not list is dropped.  Order within a family is
+    kept (DNS answer order); the first family goes first whatever the answer order, and a
+    family that runs out lets the other continue.
     """
-    ipv6 = [a for a in addresses if is_ipv6(a)]
-    ipv4 = [a for a in addresses if not is_ipv6(a)]
+    by_family = [[a for a in addresses if family_of(a) == family] for family in families]
     mixed: list[str] = []
-    for position in range(max(len(ipv6), len(ipv4))):
-        mixed.extend(family[position] for family in (ipv6, ipv4) if position < len(family))
+    for position in range(max((len(f) for f in by_family), default=0)):
+        mixed.extend(family[position] for family in by_family if position < len(family))
     return mixed
+
+
+class Sources(NamedTuple):
+    """The local addresses connections bind to (``control/outgoingip``, ``outgoingip6``).
+
+    None for a family: the system chooses, as without the file.
+    """
+
+    ipv4: str | None = None
+    ipv6: str | None = None
+
+    def for_address(self, address: str) -> str | None:
+        """The source address a connection to ``address`` binds to, or None."""
+        return self.ipv6 if is_ipv6(address) else self.ipv4
+
+    def bound(self) -> list[tuple[str, str]]:
+        """(control file, address) for each family that binds."""
+        found = [("outgoingip", self.ipv4), ("outgoingip6", self.ipv6)]
+        return [(name, address) for name, address in found if address is not None]
 
 
 def _ipv4_interface_addresses() -> set[str]:

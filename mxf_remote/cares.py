@@ -29,6 +29,17 @@ NODATA still from the qcache 40 s after knot stopped, with a negative TTL of 2 s
 code takes the SOA only for NXDOMAIN; for NODATA it takes the smallest TTL of the other
 records, of which there are none, so its cap: an hour by default.)  A long-lived channel,
 as in ``mxf-remoted``, therefore re-serves NODATA past its time whatever caches above it.
+
+International names (RFC 5890): c-ares asks in ASCII, so a name with a label that is not
+ASCII is asked by its A-labels, converted here (``ascii_name``) by IDNA 2008 with the
+UTS #46 mapping, non-transitional (upper case folded, ``ß`` kept: ``FAß.example`` is asked
+as ``xn--fa-hia.example``, never IDNA 2003's ``fass.example``), through the ``idna``
+package.  Every name goes through here -- the host, MX and SRV targets, relays -- and the
+callers keep the name as given (reports name the host as given).  A name that cannot be
+converted is decided here, without a question (see ``ascii_name``).  ``idna`` is imported
+for the first name that is not ASCII, never at start-up: pycares would import it with
+itself when it is installed (to convert names itself, which it now never has to), so
+``_import_aiodns`` keeps it from doing so.
 """
 
 from __future__ import annotations
@@ -64,12 +75,92 @@ questions that fail on every delivery (``_qmtp._tcp`` SRV names that do not exis
 NODATA for the implicit MX) while a busy queue sends to the same domain."""
 
 
+NONCHARACTERS = frozenset(
+    [
+        *range(0xFDD0, 0xFDF0),
+        *(plane << 16 | low for plane in range(17) for low in (0xFFFE, 0xFFFF)),
+    ]
+)
+"""Unicode's 66 noncharacters: never assigned, in any version."""
+
+
+def ascii_name(name: str) -> str | Status:
+    """The name to ask c-ares for ``name``: as it is when ASCII, else by its A-labels.
+
+    Each label that is not ASCII becomes its A-label by IDNA 2008 (RFC 5891) after the
+    UTS #46 mapping (non-transitional: ``ß`` and ``ς`` stay, upper case is folded, the
+    ideographic full stop separates labels); ASCII labels are left for c-ares to ask as
+    they are (``_smtp``, an A-label written out).  When that is impossible, the answer
+    without a question -- hard only where no such name can be in the DNS:
+
+    * NXDOMAIN: bytes that are not UTF-8 (``os.fsdecode``'s surrogates), a code point
+      IDNA 2008 disallows, a broken bidi or joiner rule, a label over 63 octets, an empty
+      label.  No IDN can be spelt so; qmail-remote asks the raw bytes and gets NXDOMAIN
+      too, and c-ares refuses a malformed ASCII name the same way (``_CARES_HARD``).
+    * TEMPFAIL: a code point this Python's Unicode database does not know yet (assigned
+      in a newer Unicode): a newer ``idna`` and Python may convert it, so it is deferred,
+      never bounced.
+    """
+    if name.isascii():
+        return name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return Status.NXDOMAIN  # a lone surrogate: bytes that are not UTF-8
+    import idna
+
+    try:
+        mapped = idna.uts46_remap(name, std3_rules=False, transitional=False)
+        labels = [
+            label if label.isascii() else idna.alabel(label).decode("ascii")
+            for label in mapped.split(".")
+        ]
+    except ValueError:  # idna.IDNAError and punycode's errors are UnicodeErrors
+        return Status.TEMPFAIL if _unknown_code_point(name) else Status.NXDOMAIN
+    if not mapped.strip("."):
+        return Status.NXDOMAIN  # nothing but characters UTS #46 ignores (soft hyphens)
+    return ".".join(labels)
+
+
+def _unknown_code_point(name: str) -> bool:
+    """True when ``name`` has a code point this Python's Unicode does not assign (yet)."""
+    import unicodedata
+
+    return any(
+        unicodedata.category(char) == "Cn" and ord(char) not in NONCHARACTERS for char in name
+    )
+
+
+def _import_aiodns() -> Any:
+    """aiodns, imported without pycares importing ``idna`` along with it.
+
+    pycares imports ``idna`` at its own import when it is installed (about 2 ms at every
+    start-up, measured with ``python -X importtime``), to convert names that are not
+    ASCII; ``ascii_name`` converts them before c-ares sees them.  While aiodns (and so
+    pycares) is imported, ``sys.modules["idna"] = None`` makes that import fail, as
+    Python documents; pycares then does without, and ``idna`` is free to be imported by
+    ``ascii_name`` later.  Once pycares or ``idna`` is loaded, nothing is changed.
+    """
+    import sys
+
+    if "pycares" in sys.modules or "idna" in sys.modules:
+        import aiodns
+
+        return aiodns
+    sys.modules["idna"] = None  # type: ignore[assignment]
+    try:
+        import aiodns
+    finally:
+        if sys.modules.get("idna", 0) is None:
+            del sys.modules["idna"]
+    return aiodns
+
+
 class CaresLookup:
     """``Lookup`` over one aiodns resolver with explicit nameservers."""
 
     def __init__(self, nameservers: list[str], loop: asyncio.AbstractEventLoop) -> None:
-        import aiodns
-
+        aiodns = _import_aiodns()
         self._aiodns = aiodns
         self._resolver = aiodns.DNSResolver(
             nameservers=nameservers, loop=loop, timeout=CARES_FIRST_TIMEOUT, tries=CARES_TRIES
@@ -84,7 +175,14 @@ class CaresLookup:
         at most ``MAX_CNAME_RESTARTS`` times.  A chain that loops, and an answer holding
         only records of another type, are broken DNS: a temporary failure, never the hard
         "no such record" that would bounce the message.
+
+        A name that is not ASCII is asked by its A-labels (``ascii_name``), and the chain
+        is followed in that form, as the answers spell it.
         """
+        asked = ascii_name(name)
+        if isinstance(asked, Status):
+            return Answer(asked, ttl=None if asked is Status.TEMPFAIL else NEGATIVE_TTL)
+        name = asked
         seen = {dns_name(name)}
         chain_ttl: int | None = None  # the smallest TTL of the answers so far (their CNAMEs)
         negative_ttl = NEGATIVE_TTL  # the TTL of a hard failure of the name asked next

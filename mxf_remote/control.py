@@ -12,8 +12,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
+from mxf_remote.addresses import (
+    IPV4,
+    IPV4_UNSPECIFIED,
+    IPV6,
+    IPV6_UNSPECIFIED,
+    Sources,
+    canonical_address,
+    family_label,
+    family_of,
+)
 from mxf_remote.controlfile import (
     DEFAULT_HOME,
     ControlError,
@@ -31,7 +41,10 @@ __all__ = [
     "ControlError",
     "Protocol",
     "Route",
+    "Sources",
+    "check_sources_local",
     "lookup_route",
+    "parse_address_families",
     "parse_decimal",
     "program_directory",
     "qmail_home",
@@ -248,11 +261,16 @@ def _route_key(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape").lower()
 
 
-def lookup_route(table: dict[bytes, Route | None], host: str) -> Route | None:
+V = TypeVar("V")
+
+
+def lookup_route(table: Mapping[bytes, V], host: str) -> V | None:
     """qmail's smtproutes lookup: exact host, ``.suffix`` longest first, then ``""``.
 
     The first key found decides, also when its relay is empty (which means "no route,
-    use DNS"): ``.af.mil:`` before ``:heaven.af.mil`` keeps *.af.mil on their MX.
+    use DNS"): ``.af.mil:`` before ``:heaven.af.mil`` keeps *.af.mil on their MX.  The
+    same rules look ``control/addressfamilies`` up (any table keyed by ``_route_key``);
+    None when no key matches.
     """
     key = _route_key(host)
     if key in table:
@@ -261,6 +279,110 @@ def lookup_route(table: dict[bytes, Route | None], host: str) -> Route | None:
         if byte == ord(".") and key[position:] in table:
             return table[key[position:]]
     return table.get(b"")
+
+
+# ---------------------------------------------------------------------------------------
+# control/addressfamilies
+
+FAMILY_CHOICES = "ipv6,ipv4, ipv4,ipv6, ipv4 or ipv6"
+
+
+def parse_families(name: str, line: int, value: str) -> tuple[str, ...]:
+    """``ipv6,ipv4``, ``ipv4,ipv6``, ``ipv4`` or ``ipv6`` (any case, blanks around commas)."""
+    if not value.strip(" \t"):
+        raise ControlError(name, line, f"no families after the colon (expected {FAMILY_CHOICES})")
+    families: list[str] = []
+    for item in value.split(","):
+        family = item.strip(" \t").lower()
+        if family not in (IPV4, IPV6):
+            shown = repr(item.strip(" \t")[:20]) if item.strip(" \t") else "an empty family"
+            raise ControlError(name, line, f"{shown} is not ipv4 or ipv6 (in {value[:60]!r})")
+        if family in families:
+            raise ControlError(name, line, f"{family} is listed twice (in {value[:60]!r})")
+        families.append(family)
+    return tuple(families)
+
+
+def parse_address_families(
+    lines: list[str], name: str = "addressfamilies"
+) -> dict[bytes, tuple[str, ...]]:
+    """The families table, keyed like a routes table (``control.lookup_route`` reads it).
+
+    Lines are ``domain:families``; blank lines and lines starting with ``#`` are ignored.
+    The domain is everything before the *last* colon (families have none), so an address
+    literal such as ``[IPv6:2001:db8::1]`` can be a key.  Unlike a routes file, a line
+    without a colon, a domain with blanks and a domain given twice are errors: this file is
+    new, and a typo in it would silently change where mail goes.
+    """
+    table: dict[bytes, tuple[str, ...]] = {}
+    where: dict[bytes, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line or line.startswith("#"):
+            continue
+        if ":" not in line:
+            raise ControlError(
+                name, number, f"{line[:60]!r} has no colon (expected domain:families)"
+            )
+        domain, _, value = line.rpartition(":")
+        if any(c.isspace() for c in domain) or not domain.isprintable():
+            raise ControlError(
+                name, number, f"domain {domain[:60]!r} contains blanks or control bytes"
+            )
+        families = parse_families(name, number, value)
+        key = _route_key(domain)
+        if key in table:
+            shown = repr(domain[:60]) if domain else "the default (empty domain)"
+            problem = f"{shown} is listed twice (first on line {where[key]})"
+            raise ControlError(name, number, problem)
+        table[key], where[key] = families, number
+    return table
+
+
+# ---------------------------------------------------------------------------------------
+# control/outgoingip, control/outgoingip6
+
+
+def parse_source_address(name: str, text: str, family: str) -> str | None:
+    """The first line of ``outgoingip``/``outgoingip6``: an address of ``family``, or None
+    for the unspecified address (``0.0.0.0``/``::``: the system's choice)."""
+    label = family_label(family)
+    unspecified = IPV6_UNSPECIFIED if family == IPV6 else IPV4_UNSPECIFIED
+    if not text:
+        raise ControlError(
+            name, 1, f"empty, expected an {label} address ({unspecified} for the system's choice)"
+        )
+    address = canonical_address(text)
+    if address is None:
+        raise ControlError(name, 1, f"{text[:60]!r} is not an {label} address")
+    if family_of(address) != family:
+        other = "outgoingip6" if family == IPV4 else "outgoingip"
+        raise ControlError(
+            name,
+            1,
+            f"{address} is an {family_label(family_of(address))} address, expected {label}"
+            f" (control/{other} is for that family)",
+        )
+    return None if address == unspecified else address
+
+
+def read_sources(home: str) -> Sources:
+    """The source addresses of ``control/outgoingip`` and ``control/outgoingip6``."""
+    found: dict[str, str | None] = {}
+    for name, family in (("outgoingip", IPV4), ("outgoingip6", IPV6)):
+        text = read_first_line(home, name)
+        found[family] = None if text is None else parse_source_address(name, text, family)
+    return Sources(ipv4=found[IPV4], ipv6=found[IPV6])
+
+
+def check_sources_local(sources: Sources, local: frozenset[str]) -> None:
+    """ControlError unless every configured source address is one of this machine's.
+
+    Binding to another address fails (EADDRNOTAVAIL) on every connect; the admin must
+    hear about the file, not about a connection that never happened.
+    """
+    for name, address in sources.bound():
+        if address not in local:
+            raise ControlError(name, 1, f"{address} is not an address of this machine")
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,6 +403,10 @@ class Control(NamedTuple):
     """Every protocol of ``control/protocols`` in order, usable or not."""
     routes: Mapping[str, dict[bytes, Route | None]] = MappingProxyType({})
     """Routes tables by service, for the usable protocols whose routes file exists."""
+    sources: Sources = Sources()
+    """The local addresses connections bind to, per family (``outgoingip``/``outgoingip6``)."""
+    address_families: Mapping[bytes, tuple[str, ...]] = MappingProxyType({})
+    """``control/addressfamilies``, keyed like a routes table (``lookup_route``)."""
 
     @property
     def usable_protocols(self) -> tuple[Protocol, ...]:
@@ -317,6 +443,8 @@ def read_control(home: str, beside: str, *, search_path: str | None = None) -> C
             route_lines = read_lines(home, f"{protocol.service}routes")
             if route_lines is not None:
                 routes[protocol.service] = parse_routes(route_lines, f"{protocol.service}routes")
+    family_lines = read_lines(home, "addressfamilies")
+    address_families = {} if family_lines is None else parse_address_families(family_lines)
     return Control(
         home=home,
         timeout_connect=float(timeout_connect),
@@ -324,4 +452,6 @@ def read_control(home: str, beside: str, *, search_path: str | None = None) -> C
         timeout_dns=float(timeout_dns),
         protocols=protocols,
         routes=routes,
+        sources=read_sources(home),
+        address_families=address_families,
     )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from mxf_remote import remotedwire, report, warmtls
 from mxf_remote.dispatch import dispatch, no_lookup
 from mxf_remote.prelude import Prepared, prepare
-from mxf_remote.race import Won, connect_tcp
+from mxf_remote.race import Won, tcp_connector
 from mxf_remote.server import MARGIN_SECONDS, now_since
 from mxf_remote.trace import Trace
 
@@ -85,7 +85,7 @@ async def serve_delivery(server: Server, connection: socket.socket, request: Req
             control,
             lookup,
             local=prepared.local,
-            connect=connect_tcp,
+            connect=tcp_connector(control.sources),
             clock=trace.clock,
             penalized=server.history.penalized,
         )

@@ -13,6 +13,12 @@ Everything that later steps need to know about a relay -- its name as DNS stores
 its literal address, its port, and the text as the admin wrote it (reports name it) --
 is parsed here once, so that the resolver, the planner and the report choice read the
 same answer.
+
+The address families policy (``control/addressfamilies``, looked up for the host as
+given with the routes rules) is decided here too: which families count for this
+delivery, the first one leading the RFC 8305 interleave.  The resolution asks no
+question of a family the policy leaves out (for the host, its exchangers and its
+relays), and the planner connects to no address of it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from mxf_remote.addresses import parse_literal
+from mxf_remote.addresses import DEFAULT_FAMILIES, family_of, parse_literal
 from mxf_remote.control import Protocol, Route, lookup_route
 from mxf_remote.knowledge import dns_name
 
@@ -50,6 +56,33 @@ class Destination(NamedTuple):
     """The address when ``host`` is a literal."""
     relays: tuple[Relay, ...] = ()
     """Non-empty when a routes file sends this host to relays: then only these count."""
+    families: tuple[str, ...] = DEFAULT_FAMILIES
+    """The address families to query and connect (``control/addressfamilies``), the
+    leading one first."""
+
+    def allows(self, address: str) -> bool:
+        """True when the family policy lets us connect to ``address``."""
+        return family_of(address) in self.families
+
+    def allows_family(self, family: str) -> bool:
+        """True when the family policy lets us query and connect ``family``."""
+        return family in self.families
+
+    @property
+    def forbidden_literal(self) -> str | None:
+        """The address literal the family policy forbids, when nothing else is left.
+
+        The host's own literal; or, for a routed host whose relays are all literals, the
+        first of them when every one is of a forbidden family.  (A forbidden literal relay
+        beside usable ones is simply not planned.)
+        """
+        if self.literal is not None:
+            return None if self.allows(self.literal) else self.literal
+        if self.relays and all(relay.literal is not None for relay in self.relays):
+            literals = [relay.literal for relay in self.relays if relay.literal is not None]
+            if not any(self.allows(address) for address in literals):
+                return literals[0]
+        return None
 
     @property
     def name(self) -> str:
@@ -74,9 +107,19 @@ def parse_relay(protocol: Protocol, route: Route) -> Relay:
 
 
 def make_destination(
-    host: str, protocols: tuple[Protocol, ...], routes: Mapping[str, dict[bytes, Route | None]]
+    host: str,
+    protocols: tuple[Protocol, ...],
+    routes: Mapping[str, dict[bytes, Route | None]],
+    address_families: Mapping[bytes, tuple[str, ...]] | None = None,
 ) -> Destination:
-    """Routes first (a literal can be a routes key, as in qmail), then literal, then DNS."""
+    """Routes first (a literal can be a routes key, as in qmail), then literal, then DNS.
+
+    ``address_families`` (``control/addressfamilies``) is looked up for ``host`` with the
+    routes rules; no line for it (and no default line) means both, IPv6 first.
+    """
+    families = (lookup_route(address_families, host) if address_families else None) or (
+        DEFAULT_FAMILIES
+    )
     relays = []
     for protocol in protocols:
         table = routes.get(protocol.service)
@@ -84,5 +127,5 @@ def make_destination(
         if route is not None:
             relays.append(parse_relay(protocol, route))
     if relays:
-        return Destination(host, protocols, relays=tuple(relays))
-    return Destination(host, protocols, literal=parse_literal(host))
+        return Destination(host, protocols, relays=tuple(relays), families=families)
+    return Destination(host, protocols, literal=parse_literal(host), families=families)

@@ -19,11 +19,12 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Generic, NamedTuple, TypeVar
 
+from mxf_remote.addresses import Sources
 from mxf_remote.control import Control
 from mxf_remote.destination import Destination
 from mxf_remote.knowledge import Answer, Status
 from mxf_remote.plan import Attempt, Plan, build_plan, self_check_verdict
-from mxf_remote.race import Connection, Lost, Race, Won, connect_tcp
+from mxf_remote.race import Connection, Lost, Race, Won, tcp_connector
 from mxf_remote.resolution import Lookup, Query, Resolution
 
 C = TypeVar("C", bound=Connection)
@@ -39,6 +40,8 @@ class Dispatched(NamedTuple, Generic[C]):
     """(name, ms): an A answer held for the Resolution Delay was released."""
     dns_expired_at: float | None = None
     """When ``timeoutdns`` ran out, if it did (ms)."""
+    sources: Sources = Sources()
+    """The source addresses the attempts were bound to (``control/outgoingip``/``6``)."""
 
 
 class LivePlan:
@@ -87,6 +90,8 @@ async def dispatch(
     ``clock`` gives the milliseconds the outcome's and the queries' times are in (the
     trace's clock in production; the loop's, virtual in tests, by default).
     ``penalized``: mxf-remoted's connection history (``history.History.penalized``).
+    ``connect`` binds to ``control.sources`` itself (``race.tcp_connector``); they are
+    passed on in the result for the trace and the probe.
     """
     changed = asyncio.Event()
     resolution = Resolution(
@@ -112,6 +117,7 @@ async def dispatch(
         tuple(resolution.queries),
         tuple(resolution.delays_over),
         resolution.expired_at,
+        control.sources,
     )
 
 
@@ -170,7 +176,7 @@ async def _dispatch_with_cares(
             control,
             no_lookup,
             local=local,
-            connect=connect_tcp,
+            connect=tcp_connector(control.sources),
             clock=clock,
             penalized=penalized,
         )
@@ -183,7 +189,7 @@ async def _dispatch_with_cares(
             control,
             lookup,
             local=local,
-            connect=connect_tcp,
+            connect=tcp_connector(control.sources),
             clock=clock,
             penalized=penalized,
         )

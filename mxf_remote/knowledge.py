@@ -104,7 +104,8 @@ class Knowledge:
         self.srv: dict[str, Answer[SRV]] = srv if srv is not None else {}
         """By protocol service label."""
         self.ipv6: dict[str, Answer[str]] = ipv6 if ipv6 is not None else {}
-        """AAAA answers by name (canonical addresses)."""
+        """AAAA answers by name (canonical addresses), as released to the planner (when
+        IPv4 leads, after the Resolution Delay)."""
         self.ipv4: dict[str, Answer[str]] = ipv4 if ipv4 is not None else {}
         """A answers by name, as released to the planner (after the Resolution Delay)."""
 

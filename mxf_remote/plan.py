@@ -19,7 +19,9 @@ The order, spec §4, in the words of the standards behind it:
 3. **Implicit MX**: no MX records and no SRV target: the host itself, preference 0,
    with every protocol ("in default of any response to SRV or MX records, all
    protocols are tried").
-4. Within one exchanger, protocol-major; addresses interleaved IPv6 first (RFC 8305 §4).
+4. Within one exchanger, protocol-major; addresses interleaved IPv6 first (RFC 8305 §4),
+   or as the destination's family policy says (``control/addressfamilies``: which family
+   leads, and which are left out -- an address of a family left out is never planned).
 5. **Self-check**: an address of this machine is never tried, and if one belongs to an
    exchanger of MX preference p, every MX target of preference >= p goes too (qmail's
    ipme cut: only strictly better exchangers may get the message).
@@ -44,7 +46,12 @@ import random
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from mxf_remote.addresses import interleave_families_rfc8305, is_local
+from mxf_remote.addresses import (
+    DEFAULT_FAMILIES,
+    family_of,
+    interleave_families_rfc8305,
+    is_local,
+)
 from mxf_remote.control import Protocol
 from mxf_remote.destination import Destination
 from mxf_remote.knowledge import HARD, MX, SRV, Answer, Knowledge, Status
@@ -256,9 +263,11 @@ class _Builder:
         knowledge: Knowledge,
         local: frozenset[str],
         penalized: Callable[[str, int], bool] | None = None,
+        families: tuple[str, ...] = DEFAULT_FAMILIES,
     ) -> None:
         self.knowledge = knowledge
         self.local = local
+        self.families = families
         self.penalized = penalized
         self.behind: list[tuple[str, int]] = []
         self.entries: list[Entry] = []
@@ -274,7 +283,7 @@ class _Builder:
         """Known addresses of ``name`` (interleaved) and whether a lookup is outstanding."""
         ipv6, ipv4 = self.knowledge.address_answers(name)
         found = list(ipv6.records) + list(ipv4.records)
-        return interleave_families_rfc8305(found), ipv6.pending or ipv4.pending
+        return interleave_families_rfc8305(found, self.families), ipv6.pending or ipv4.pending
 
     def add_target(
         self,
@@ -309,6 +318,8 @@ class _Builder:
     def add(self, attempt: Attempt, check_self: bool = True) -> None:
         if self.full() or attempt.key in self.seen:
             return
+        if family_of(attempt.address) not in self.families:
+            return  # control/addressfamilies: never connected
         if check_self and is_local(attempt.address, self.local):
             self.self_cut = True
             return
@@ -351,7 +362,7 @@ def build_plan(
     ``penalized`` (mxf-remoted's connection history) says which (address, port) failed
     lately: those go behind the other addresses of their exchanger.
     """
-    builder = _Builder(knowledge, local, penalized)
+    builder = _Builder(knowledge, local, penalized, destination.families)
     if destination.literal is not None:
         for protocol in destination.protocols:
             builder.add(

@@ -5,6 +5,9 @@ environment) and ``mxf-remote-probe`` all start the same way:
 
     control files -> destination -> nameservers -> this machine's addresses
 
+(the last also checks that ``control/outgoingip``/``outgoingip6`` name addresses of this
+machine, and a literal host of a family ``control/addressfamilies`` forbids ends here)
+
 ``prepare`` does those steps for one host and returns the ``Prepared`` inputs of
 ``dispatch.run_dispatch``, or ``Stopped``: the report that ends the delivery there (a
 control file that cannot be used, no usable protocol, a bad ``MXF_NAMESERVERS``, no way
@@ -21,7 +24,14 @@ from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from mxf_remote import report
-from mxf_remote.control import Control, ControlError, Protocol, qmail_home, read_control
+from mxf_remote.control import (
+    Control,
+    ControlError,
+    Protocol,
+    check_sources_local,
+    qmail_home,
+    read_control,
+)
 from mxf_remote.destination import Destination, make_destination
 from mxf_remote.report import Report
 
@@ -75,7 +85,14 @@ def prepare(
         reasons = "; ".join(f"{p.service}: {p.unusable_reason}" for p in control.protocols)
         why = f"no usable mail protocol in control/protocols ({reasons or 'empty'})"
         return Stopped(report.NO_PROTOCOL, why)
-    destination = make_destination(host, protocols, control.routes)
+    destination = make_destination(host, protocols, control.routes, control.address_families)
+    forbidden = destination.forbidden_literal
+    if forbidden is not None:
+        from mxf_remote.addresses import family_label, family_of
+
+        family = family_label(family_of(forbidden))
+        why = f"control/addressfamilies does not allow {family} for {host} ({forbidden})"
+        return Stopped(report.family_not_allowed(family), why)
     nameservers: list[str] = []
     if destination.needs_dns:
         from mxf_remote.nameservers import configured_nameservers
@@ -90,4 +107,9 @@ def prepare(
         local = local_addresses()
     except OSError as error:
         return Stopped(report.NO_RESOURCES, f"cannot list this machine's addresses: {error}")
+    try:
+        check_sources_local(control.sources, local)
+    except ControlError as error:
+        why = f"cannot use the control files in {home}: {error.detail()}"
+        return Stopped(report.control_error(error.detail()), why)
     return Prepared(home, control, destination, nameservers, local)

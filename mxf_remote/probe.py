@@ -242,6 +242,9 @@ def run(argv: list[str]) -> int:
             "timeoutconnect_s": control.timeout_connect,
             "timeoutdns_s": control.timeout_dns,
             "qmail_home": home,
+            "source_ipv4": control.sources.ipv4,
+            "source_ipv6": control.sources.ipv6,
+            "address_families": list(destination.families),
         },
         nameservers=nameservers,
         plan=rows,
@@ -539,6 +542,11 @@ def render_text(result: Result) -> str:
         f"connectdelay {s['connectdelay_ms']} ms, timeoutconnect {s['timeoutconnect_s']:g} s, "
         f"timeoutdns {s['timeoutdns_s']:g} s",
     ]
+    families = ",".join(s.get("address_families") or ("ipv6", "ipv4"))
+    out.append(
+        f"source addresses: IPv4 {s.get('source_ipv4') or 'system choice'}, "
+        f"IPv6 {s.get('source_ipv6') or 'system choice'}; address families {families}"
+    )
     if result.nameservers:
         out.append(f"nameservers: {', '.join(result.nameservers)}")
     out += ["", "Plan"]

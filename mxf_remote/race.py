@@ -53,12 +53,14 @@ self-check's verdict) and wakes up on one ``changed`` event that resolution sets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import errno
 import socket
 from collections.abc import Awaitable, Callable, Container
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
+from mxf_remote.addresses import Sources
 from mxf_remote.plan import Attempt, Plan, Waiting
 
 
@@ -349,14 +351,37 @@ class Race(Generic[C]):
         self._changed.set()
 
 
-async def connect_tcp(attempt: Attempt) -> socket.socket:
-    """A real TCP connect on the running loop; the socket is closed on any failure."""
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+"""Linux: a bind before connect picks the local port at connect time, from the whole
+4-tuple, so binding every connection to one source address does not use up the ports."""
+
+
+async def connect_tcp(attempt: Attempt, source: str | None = None) -> socket.socket:
+    """A real TCP connect on the running loop; the socket is closed on any failure.
+
+    ``source``: the local address to bind to first (``control/outgoingip``/``outgoingip6``
+    for the attempt's family); None leaves the choice to the system.  A bind that fails
+    fails the attempt like a refused connect.
+    """
     family = socket.AF_INET6 if ":" in attempt.address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
+        if source is not None:
+            with contextlib.suppress(OSError):  # elsewhere the port is taken at bind time
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
         await asyncio.get_running_loop().sock_connect(sock, (attempt.address, attempt.port))
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def tcp_connector(sources: Sources) -> Callable[[Attempt], Awaitable[socket.socket]]:
+    """``connect_tcp`` with each attempt bound to its family's source address, if any."""
+
+    async def connect(attempt: Attempt) -> socket.socket:
+        return await connect_tcp(attempt, sources.for_address(attempt.address))
+
+    return connect

@@ -69,6 +69,17 @@ def control_error(detail: str) -> Report:
     return Report("Z", b"Unable to read control files. (#4.3.0)\n" + _one_line(detail) + b"\n")
 
 
+def family_not_allowed(family: str) -> Report:
+    """``control/addressfamilies`` forbids the family of the host literal (or of every
+    literal relay): ``family`` is ``IPv4`` or ``IPv6``.  An admin's setting, so Z."""
+    return Report(
+        "Z",
+        b"Sorry, control/addressfamilies does not allow "
+        + _one_line(family)
+        + b" for this host. (#4.3.0)\n",
+    )
+
+
 def bad_nameservers(detail: str) -> Report:
     """``MXF_NAMESERVERS`` or ``/etc/resolv.conf`` names no usable server."""
     return Report("Z", b"Unable to set up DNS: " + _one_line(detail) + b". (#4.3.0)\n")

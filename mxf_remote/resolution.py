@@ -7,12 +7,16 @@ What is asked, and when (spec §3):
   for the implicit MX, but asking early makes that case cost no extra round trip;
 * each exchanger's AAAA and A as soon as the MX or SRV answer naming it arrives, so no
   exchanger waits for another's lookups;
-* for a routed host, only the relays' AAAA and A; for a literal, nothing.
+* for a routed host, only the relays' AAAA and A; for a literal, nothing;
+* of AAAA and A, only the families the destination's policy allows
+  (``control/addressfamilies``): the other is recorded as NODATA without a question, as
+  if the name had no such addresses.
 
 RFC 8305 §3's Resolution Delay lives here: when a name's A answer arrives while its
 AAAA is still outstanding, the A answer is held back for up to 50 ms, so that a slightly
 slower AAAA still gets IPv6 tried first.  The planner simply sees the A lookup as
-outstanding until it is released.
+outstanding until it is released.  When ``control/addressfamilies`` lets IPv4 lead
+(``ipv4,ipv6``), the roles swap: an early AAAA answer waits for the A answer.
 
 One ``timeoutdns`` deadline covers all of resolution; a lookup still outstanding then
 becomes a temporary failure.
@@ -32,7 +36,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from mxf_remote.addresses import parse_literal
+from mxf_remote.addresses import IPV4, IPV6, parse_literal
 from mxf_remote.destination import Destination
 from mxf_remote.knowledge import MX, SRV, Answer, Knowledge, Status
 from mxf_remote.plan import (
@@ -43,7 +47,8 @@ from mxf_remote.plan import (
 )
 
 RESOLUTION_DELAY = 0.050
-"""RFC 8305 §3: how long an A answer waits for a pending AAAA answer."""
+"""RFC 8305 §3: how long an A answer waits for a pending AAAA answer (or, when
+``control/addressfamilies`` lets IPv4 lead, an AAAA answer for a pending A answer)."""
 
 
 class Lookup(Protocol):
@@ -96,7 +101,7 @@ class Resolution:
         self.queries: list[Query] = []
         """Every question asked, in the order asked."""
         self.delays_over: list[tuple[str, float]] = []
-        """(name, when): an A answer held back for the Resolution Delay was released."""
+        """(name, when): an answer held back for the Resolution Delay was released."""
         self.expired_at: float | None = None
         """When ``timeoutdns`` ran out, if it did."""
         self._lookup = lookup
@@ -106,7 +111,8 @@ class Resolution:
         self._rng = rng or random.Random()
         self._resolution_delay = resolution_delay
         self._tasks: set[asyncio.Task[None]] = set()
-        self._held_ipv4: dict[str, tuple[Answer[str], asyncio.TimerHandle]] = {}
+        self._held: dict[str, tuple[str, Answer[str], asyncio.TimerHandle]] = {}
+        """(family, answer, timer) by name: an answer held for the Resolution Delay."""
         self._deadline: asyncio.TimerHandle | None = None
         self.expired = False
 
@@ -148,11 +154,11 @@ class Resolution:
 
         Nothing happens when resolution is over already (the race may outlast it).
         """
-        if self.over and not self._held_ipv4:
+        if self.over and not self._held:
             return
         self.expired = True
-        for name in list(self._held_ipv4):
-            self._release_ipv4(name)
+        for name in list(self._held):
+            self._release_held(name)
         knowledge = self.knowledge
         tempfail: Answer[Any] = Answer(Status.TEMPFAIL)
         if knowledge.mx is not None and knowledge.mx.pending:
@@ -169,9 +175,9 @@ class Resolution:
         """Stop every lookup and timer; nothing of resolution outlives this."""
         if self._deadline is not None:
             self._deadline.cancel()
-        for _, timer in self._held_ipv4.values():
+        for _, _, timer in self._held.values():
             timer.cancel()
-        self._held_ipv4.clear()
+        self._held.clear()
         tasks = self._cancel_tasks()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -209,20 +215,29 @@ class Resolution:
         self._on_change()
 
     def _resolve_addresses(self, name: str) -> None:
-        """Ask AAAA and A for ``name`` unless already asked (a dotted quad needs neither)."""
+        """Ask AAAA and A for ``name`` unless already asked (a dotted quad needs neither).
+
+        A family the destination's policy leaves out is not asked: NODATA stands for it.
+        """
         knowledge = self.knowledge
         if name in knowledge.ipv4:
             return
+        ask_ipv6 = self.destination.allows_family(IPV6)
+        ask_ipv4 = self.destination.allows_family(IPV4)
         literal = parse_literal(name)
         if literal is not None and ":" not in literal:
             # qmail quirk kept: an MX or SRV target spelt as a dotted quad is used as is.
             knowledge.ipv6[name] = Answer(Status.NODATA)
-            knowledge.ipv4[name] = Answer(Status.OK, (literal,))
+            knowledge.ipv4[name] = (
+                Answer(Status.OK, (literal,)) if ask_ipv4 else Answer(Status.NODATA)
+            )
             return
-        knowledge.ipv6[name] = Answer(Status.PENDING)
-        knowledge.ipv4[name] = Answer(Status.PENDING)
-        self._ask(name, "AAAA", lambda answer: self._got_ipv6(name, answer))
-        self._ask(name, "A", lambda answer: self._got_ipv4(name, answer))
+        knowledge.ipv6[name] = Answer(Status.PENDING if ask_ipv6 else Status.NODATA)
+        knowledge.ipv4[name] = Answer(Status.PENDING if ask_ipv4 else Status.NODATA)
+        if ask_ipv6:
+            self._ask(name, "AAAA", lambda answer: self._got_ipv6(name, answer))
+        if ask_ipv4:
+            self._ask(name, "A", lambda answer: self._got_ipv4(name, answer))
 
     # -- answers -----------------------------------------------------------------------
 
@@ -244,26 +259,41 @@ class Resolution:
         return got_srv
 
     def _got_ipv6(self, name: str, answer: Answer[str]) -> None:
-        self.knowledge.ipv6[name] = answer
-        if name in self._held_ipv4:
-            self._release_ipv4(name)
+        self._got_addresses(name, IPV6, answer)
 
     def _got_ipv4(self, name: str, answer: Answer[str]) -> None:
-        if self.knowledge.ipv6[name].pending and answer.status is Status.OK:
-            timer = asyncio.get_running_loop().call_later(
-                self._resolution_delay, self._release_ipv4_and_notify, name
-            )
-            self._held_ipv4[name] = (answer, timer)
+        self._got_addresses(name, IPV4, answer)
+
+    def _table(self, family: str) -> dict[str, Answer[str]]:
+        return self.knowledge.ipv6 if family == IPV6 else self.knowledge.ipv4
+
+    def _got_addresses(self, name: str, family: str, answer: Answer[str]) -> None:
+        """Record an AAAA or A answer, holding the trailing family's for the leading one.
+
+        The leading family is the destination's first (IPv6 unless
+        ``control/addressfamilies`` says otherwise): its answer releases a held one.
+        """
+        leading = self.destination.families[0]
+        if family != leading:
+            if self._table(leading)[name].pending and answer.status is Status.OK:
+                timer = asyncio.get_running_loop().call_later(
+                    self._resolution_delay, self._release_held_and_notify, name
+                )
+                self._held[name] = (family, answer, timer)
+                return
+            self._table(family)[name] = answer
             return
-        self.knowledge.ipv4[name] = answer
+        self._table(family)[name] = answer
+        if name in self._held:
+            self._release_held(name)
 
-    def _release_ipv4(self, name: str) -> None:
-        answer, timer = self._held_ipv4.pop(name)
+    def _release_held(self, name: str) -> None:
+        family, answer, timer = self._held.pop(name)
         timer.cancel()
-        self.knowledge.ipv4[name] = answer
+        self._table(family)[name] = answer
 
-    def _release_ipv4_and_notify(self, name: str) -> None:
-        if name in self._held_ipv4:
-            self._release_ipv4(name)
+    def _release_held_and_notify(self, name: str) -> None:
+        if name in self._held:
+            self._release_held(name)
             self.delays_over.append((name, self._now_ms()))
             self._on_change()

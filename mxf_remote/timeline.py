@@ -9,7 +9,8 @@ values directly.
 
 The event names and fields are an interface (benchmarks and admins' scripts read
 them): ``query``, ``query_error``, ``answer``, ``resolution_delay_over``,
-``dns_timeout``, ``attempt`` (``behind`` when mxf-remoted's connection history moved it
+``dns_timeout``, ``attempt`` (``source_address`` when it was bound to
+``control/outgoingip`` or ``outgoingip6``, ``behind`` when mxf-remoted's connection history moved it
 behind its siblings), ``attempt_waits_for_self_check``, ``attempt_failed``,
 ``attempt_won`` (``at_deadline`` when it won because timeoutconnect ran out),
 ``attempt_closed_runner_up``, ``attempt_cut_by_self_check``, ``attempt_abandoned``,
@@ -74,9 +75,9 @@ def dispatch_events(dispatched: Dispatched[Any]) -> list[dict[str, Any]]:
     if dispatched.dns_expired_at is not None:
         add(dispatched.dns_expired_at, "dns_timeout")
     for fate in dispatched.outcome.fates:
-        events.extend(
-            _attempt_events(fate, behind=fate.attempt.key in dispatched.plan.facts.behind)
-        )
+        behind = fate.attempt.key in dispatched.plan.facts.behind
+        source = dispatched.sources.for_address(fate.attempt.address)
+        events.extend(_attempt_events(fate, behind=behind, source_address=source))
     outcome = dispatched.outcome
     if isinstance(outcome, Lost) and outcome.timed_out:
         add(outcome.ended, "race_timeout")
@@ -84,7 +85,9 @@ def dispatch_events(dispatched: Dispatched[Any]) -> list[dict[str, Any]]:
     return events
 
 
-def _attempt_events(fate: AttemptFate, *, behind: bool) -> list[dict[str, Any]]:
+def _attempt_events(
+    fate: AttemptFate, *, behind: bool, source_address: str | None = None
+) -> list[dict[str, Any]]:
     attempt = fate.attempt
     where = {"address": attempt.address, "port": attempt.port}
     start: dict[str, Any] = {
@@ -95,6 +98,8 @@ def _attempt_events(fate: AttemptFate, *, behind: bool) -> list[dict[str, Any]]:
         **where,
         "source": attempt.source,
     }
+    if source_address is not None:
+        start["source_address"] = source_address  # control/outgoingip or outgoingip6
     if behind:
         start["behind"] = True  # the connection history put it behind its siblings
     events: list[dict[str, Any]] = [start]

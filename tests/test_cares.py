@@ -13,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import pycares
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mxf_remote.cares import _CARES_HARD, MAX_CNAME_RESTARTS, CaresLookup, _chain_end
+from mxf_remote.cares import _CARES_HARD, MAX_CNAME_RESTARTS, CaresLookup, _chain_end, ascii_name
 from mxf_remote.knowledge import MX, SRV, Answer, Status
 from tests.infra import dnswire
 from tests.infra.baddns import BadDns, name_wire
@@ -601,3 +605,226 @@ class TestSoaNegativeTtl:
         """An authority section without SOA: None (the TTL is not known)."""
         ns = AuthorityRecord(pycares.QUERY_TYPE_NS, 1, object())
         assert soa_negative_ttl([ns]) is None
+
+
+def unassigned_code_point() -> str:
+    """A code point this Python's Unicode database does not assign (found, not assumed)."""
+    import unicodedata
+
+    return next(
+        chr(cp) for cp in range(0x3FFFD, 0x30000, -1) if unicodedata.category(chr(cp)) == "Cn"
+    )
+
+
+class TestAsciiName:
+    """``ascii_name``: the name c-ares is asked, IDNA 2008 A-labels for labels not ASCII."""
+
+    @pytest.mark.parametrize(
+        "name", ["example.org", "EXAMPLE.ORG.", "_smtp._tcp.x", "a b.x", "", ".", "xn--zz"]
+    )
+    def test_ascii_passes_unchanged(self, name: str) -> None:
+        """An ASCII name, however odd, is left to c-ares exactly as given."""
+        assert ascii_name(name) == name
+
+    @pytest.mark.parametrize(
+        ("name", "asked"),
+        [
+            ("fa\u00df.example", "xn--fa-hia.example"),
+            ("FA\u00df.EXAMPLE", "xn--fa-hia.example"),
+            ("FA\u1e9e.example", "xn--fa-hia.example"),
+            ("b\u00fccher.example.", "xn--bcher-kva.example."),
+            ("_smtp._tcp.B\u00fccher.example", "_smtp._tcp.xn--bcher-kva.example"),
+            ("\u4f8b\u5b50.\u7528\u6237", "xn--fsqu00a.xn--zouo53b"),
+            ("stra\u00dfe\u3002example", "xn--strae-oqa.example"),
+            ("\uff26\uff21\u00df\uff0eexample", "xn--fa-hia.example"),
+            ("cafe\u0301.example", "xn--caf-dma.example"),
+            ("p\u0430ypal.example", "xn--pypal-4ve.example"),
+            ("\u05d0\u05d1.example", "xn--4dbc.example"),
+            ("fa\u00df..example", "xn--fa-hia..example"),
+        ],
+        ids=[
+            "sharp-s",
+            "upper-case",
+            "capital-sharp-s",
+            "trailing-dot",
+            "srv-labels",
+            "cjk",
+            "ideographic-full-stop",
+            "full-width",
+            "decomposed",
+            "mixed-scripts",
+            "rtl",
+            "empty-label-left-to-c-ares",
+        ],
+    )
+    def test_a_labels_by_idna_2008(self, name: str, asked: str) -> None:
+        """UTS #46 mapping, non-transitional: ß stays ß (not IDNA 2003's ss), case folds."""
+        assert ascii_name(name) == asked
+
+    def test_not_idna_2003(self) -> None:
+        """The premise: IDNA 2003 (Python's codec, pycares without idna) says fass."""
+        assert "fa\u00df.example".encode("idna") == b"fass.example"
+        assert ascii_name("fa\u00df.example") == "xn--fa-hia.example"
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "caf\udce9.example",
+            "\udcff",
+            "\u00e9" * 60 + ".example",
+            "\u00e9" * 300 + ".example",
+            "\u00e9." * 600 + "example",
+            "a\u05d0.example",
+            "\u0627\u0661\u06f1.example",
+            "a\u200db.example",
+            "\u0301a.example",
+            "i\u2764.ws",
+            "\U0001f600.example",
+            "ab--\u00fc.example",
+            "-\u00fc.example",
+            "\u00ad",
+            "\u00ad.\u00ad",
+            "\ufdd0.example",
+            "\U0010ffff.example",
+        ],
+        ids=[
+            "invalid-utf8",
+            "invalid-utf8-alone",
+            "a-label-over-63",
+            "label-300",
+            "name-over-1024",
+            "bidi-ltr-label-with-rtl",
+            "contexto-mixed-digits",
+            "contextj-joiner",
+            "leading-combining-mark",
+            "disallowed-symbol",
+            "emoji",
+            "hyphens-3-4",
+            "leading-hyphen",
+            "ignorable-only",
+            "ignorable-labels",
+            "noncharacter",
+            "last-noncharacter",
+        ],
+    )
+    def test_a_name_no_idn_can_be_is_nxdomain(self, name: str) -> None:
+        """Not UTF-8, or not IDNA 2008 (bidi, joiners, lengths, disallowed): NXDOMAIN."""
+        assert ascii_name(name) is Status.NXDOMAIN
+
+    def test_an_unknown_code_point_is_temporary(self) -> None:
+        """A code point this Python's Unicode does not know yet: TEMPFAIL, never a bounce."""
+        assert ascii_name(f"a{unassigned_code_point()}.example") is Status.TEMPFAIL
+
+    @given(st.text(max_size=300))
+    def test_never_raises(self, name: str) -> None:
+        """Any string at all: an ASCII name or a status, never an exception."""
+        asked = ascii_name(name)
+        assert isinstance(asked, Status) or asked.isascii()
+
+    def test_idna_is_imported_only_for_a_name_not_ascii(self) -> None:
+        """A fresh interpreter: no idna after CaresLookup and an ASCII name; then it loads."""
+        code = (
+            "import asyncio, sys\n"
+            "from mxf_remote.cares import CaresLookup, ascii_name\n"
+            "async def main():\n"
+            "    lookup = CaresLookup(['127.0.0.1:9'], asyncio.get_running_loop())\n"
+            "    print('idna' in sys.modules, ascii_name('example.org'), 'idna' in sys.modules)\n"
+            "    print(ascii_name('fa\\u00df.example'), 'idna' in sys.modules)\n"
+            "    await lookup.close()\n"
+            "asyncio.run(main())\n"
+        )
+        completed = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+        )
+        assert completed.stdout == "False example.org False\nxn--fa-hia.example True\n"
+
+
+IDN, IDN2 = "idn.test", "idn2.test"
+IDN_ZONES = {
+    IDN: "\n".join(
+        [
+            "xn--fa-hia A 192.0.2.20",
+            "xn--fa-hia MX 10 xn--mx-cja",
+            "xn--mx-cja A 192.0.2.23",
+            "fass A 192.0.2.21",  # IDNA 2003's spelling of faß: must never be asked
+            "fass MX 10 fass",
+            f"xn--caf-dma CNAME xn--fa-hia.{IDN2}.",
+        ]
+    ),
+    IDN2: "xn--fa-hia A 192.0.2.22\n",
+    "wild.test": "* A 192.0.2.99\n",
+}
+
+
+@pytest.fixture(scope="module")
+def idn_knot() -> Iterator[KnotServer]:
+    """One knotd serving idn.test and idn2.test (A-labels only) and a wildcard zone."""
+    with KnotServer(IDN_ZONES) as server:
+        yield server
+
+
+class TestIdnThroughKnot:
+    """International names asked of a real knot: by their IDNA 2008 A-labels."""
+
+    def test_sharp_s_is_asked_as_its_a_label(self, idn_knot: KnotServer) -> None:
+        """faß.idn.test: the A and MX of xn--fa-hia, not those of fass (IDNA 2003)."""
+        a_answer, mx_answer = ask(
+            idn_knot.nameservers, (f"fa\u00df.{IDN}", "A"), ("FA\u00df.IDN.TEST.", "MX")
+        )
+        assert a_answer == Answer(Status.OK, ("192.0.2.20",))
+        assert mx_answer == Answer(Status.OK, (MX(10, f"xn--mx-cja.{IDN}"),))
+
+    def test_an_exchanger_given_in_unicode(self, idn_knot: KnotServer) -> None:
+        """mxé.idn.test (a relay, an MX target as a person writes it): its address."""
+        assert ask_one(idn_knot.nameservers, f"mx\u00e9.{IDN}", "A") == Answer(
+            Status.OK, ("192.0.2.23",)
+        )
+
+    def test_a_chain_from_an_idn_is_followed(self, idn_knot: KnotServer) -> None:
+        """café.idn.test CNAME into the other zone: followed, in A-label form, to its end."""
+        answer = ask_one(idn_knot.nameservers, f"caf\u00e9.{IDN}", "A")
+        assert answer == Answer(Status.OK, ("192.0.2.22",))
+
+    def test_the_wildcard_answers_a_converted_name(self, idn_knot: KnotServer) -> None:
+        """The control: café.wild.test is asked (as xn--caf-dma) and answered."""
+        answer = ask_one(idn_knot.nameservers, "caf\u00e9.wild.test", "A")
+        assert answer == Answer(Status.OK, ("192.0.2.99",))
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "caf\udce9.wild.test",
+            "\u00e9" * 60 + ".wild.test",
+            "a\u05d0.wild.test",
+            "i\u2764.wild.test",
+            "fa\u00df..wild.test",
+            "\u00e9." * 130 + "wild.test",
+        ],
+        ids=["invalid-utf8", "label-too-long", "bidi", "disallowed", "empty-label", "name-254"],
+    )
+    def test_a_name_no_idn_can_be_is_nxdomain(self, idn_knot: KnotServer, name: str) -> None:
+        """Under a wildcard that answers anything asked: NXDOMAIN, so never asked."""
+        assert ask_one(idn_knot.nameservers, name, "A") == Answer(Status.NXDOMAIN)
+
+    def test_an_unknown_code_point_is_temporary(self, idn_knot: KnotServer) -> None:
+        """A code point this Python does not know, under the wildcard: TEMPFAIL."""
+        name = f"a{unassigned_code_point()}.wild.test"
+        assert ask_one(idn_knot.nameservers, name, "A") == Answer(Status.TEMPFAIL)
+
+    def test_the_question_on_the_wire(self) -> None:
+        """What reaches the server for faß.example.test: xn--fa-hia.example.test, once."""
+        records = {b"xn--fa-hia.example.test": [("A", socket.inet_aton("192.0.2.5"))]}
+        with BadDns("answer", address="127.0.0.1", records=records) as server:
+            answer = ask_one([f"127.0.0.1:{server.port}"], "Fa\u00df.example.test", "A")
+            asked = [(name, qtype) for name, qtype, _ in server.queries]
+        assert answer == Answer(Status.OK, ("192.0.2.5",))
+        assert asked == [(b"xn--fa-hia.example.test", 1)]
+
+    def test_an_8bit_target_in_an_answer_does_not_crash(self) -> None:
+        """An MX target with raw UTF-8 bytes from the server: an answer, never an exception."""
+        records = {
+            b"raw.example.test": [("MX", struct.pack("!H", 10) + name_wire(b"mx\xc3\xa9.test"))]
+        }
+        with BadDns("answer", address="127.0.0.1", records=records) as server:
+            (answer,) = ask([f"127.0.0.1:{server.port}"], ("raw.example.test", "MX"))
+        assert answer == Answer(Status.OK, (MX(10, "mx\\195\\169.test"),))  # c-ares escapes

@@ -13,6 +13,7 @@ from mxf_remote.clients.envelope import (
     quote,
     quote_need,
     smtp_path,
+    utf8_address,
 )
 
 # quote.c's table, row by row as notqmail spells it (0 = must quote, 7 = fine).
@@ -190,3 +191,102 @@ class TestPathProblem:
     def test_sendable(self, address: bytes) -> None:
         """Hostile local parts are quoted, not refused; 8-bit domains go as they are."""
         assert path_problem(address) is None
+
+
+class TestUtf8Address:
+    """Which addresses may go out as SMTPUTF8: not ASCII, and valid UTF-8."""
+
+    @pytest.mark.parametrize(
+        "address",
+        [b"j\xc3\xb6rg@x", b"a@fa\xc3\x9f.example", "\u7528\u6237@\u4f8b\u5b50".encode()],
+    )
+    def test_utf8(self, address: bytes) -> None:
+        """A UTF-8 local part or domain: an SMTPUTF8 address."""
+        assert utf8_address(address)
+
+    @pytest.mark.parametrize(
+        "address",
+        [
+            b"",
+            b"plain@x",
+            b"caf\xe9@x",  # Latin-1
+            b"a@\xff",
+            b"\xc3@x",  # a truncated sequence
+            b"\xc0\xaf@x",  # an overlong '/'
+            b"\xed\xa0\x80@x",  # an encoded surrogate
+            b"\xf4\x90\x80\x80@x",  # above U+10FFFF
+        ],
+    )
+    def test_not_utf8(self, address: bytes) -> None:
+        """ASCII, or bytes that are not valid UTF-8: never SMTPUTF8."""
+        assert not utf8_address(address)
+
+
+class TestSmtputf8Path:
+    """RFC 6531 §3.3: UTF-8 is atext; ASCII specials and dots are quoted as ever."""
+
+    @pytest.mark.parametrize(
+        ("address", "wire"),
+        [
+            (b"j\xc3\xb6rg@fa\xc3\x9f.example", b"j\xc3\xb6rg@fa\xc3\x9f.example"),
+            (b"j\xc3\xb6rg doe@x", b'"j\xc3\xb6rg doe"@x'),
+            (b'\xc3\xa9"@x', b'"\xc3\xa9\\""@x'),
+            (b".\xc3\xa9@x", b'".\xc3\xa9"@x'),
+            (b"\xc3\xa9..a@x", b'"\xc3\xa9..a"@x'),
+            (b"\xc3\xa9>X=1@x", b'"\xc3\xa9>X=1"@x'),
+            (b"a\xc2\x85b@x", b'"a\xc2\x85b"@x'),  # NEL, a C1 control
+            (b"a\xe2\x80\xa8b@x", b'"a\xe2\x80\xa8b"@x'),  # LINE SEPARATOR
+            (b"a\xc2\xa0b@x", b'"a\xc2\xa0b"@x'),  # NO-BREAK SPACE
+            (b"a@b@fa\xc3\x9f", b'"a@b"@fa\xc3\x9f'),
+            (b"plain@fa\xc3\x9f.example", b"plain@fa\xc3\x9f.example"),
+            (b"\xc3\xa9", b"\xc3\xa9"),
+            (b"", b""),
+        ],
+    )
+    def test_table(self, address: bytes, wire: bytes) -> None:
+        """Each UTF-8 address in an SMTPUTF8 transaction becomes exactly these bytes."""
+        assert smtp_path(address, smtputf8=True) == wire
+
+    @pytest.mark.parametrize("address", [b"caf\xe9@x", b"\xc3\xa9\xff@x", b"a b@x", b"x"])
+    def test_not_utf8_is_written_as_qmail_remote_does(self, address: bytes) -> None:
+        """Bytes that are not UTF-8, and ASCII: as addrmangle, SMTPUTF8 or not."""
+        assert smtp_path(address, smtputf8=True) == smtp_path(address)
+
+    def test_without_the_extension_utf8_is_quoted_as_ever(self) -> None:
+        """No SMTPUTF8: a UTF-8 local part is quoted, its bytes as they are (qmail-remote)."""
+        assert smtp_path(b"j\xc3\xb6rg@fa\xc3\x9f") == b'"j\xc3\xb6rg"@fa\xc3\x9f'
+
+    def test_eight_bit_alone_never_forces_quotes(self) -> None:
+        """Printable UTF-8 characters of many scripts need no quotes."""
+        for local in (
+            "j\u00f6rg",
+            "\u7528\u6237",
+            "\u0430\u0434\u043c\u0438\u043d",
+            "\u05d0\u05d1",
+        ):
+            assert not quote_need(local.encode(), utf8=True)
+            assert quote_need(local.encode())
+
+    @given(st.text(max_size=20), st.text(max_size=10).filter(lambda d: "@" not in d))
+    def test_a_utf8_path_never_leaves_the_brackets(self, local: str, domain: str) -> None:
+        """Any UTF-8 address: outside quotes, no <, >, space, control or Unicode space."""
+        address = (local + "@" + domain).encode("utf-8", "surrogatepass")
+        if path_problem(address) is not None:
+            return
+        wire = smtp_path(address, smtputf8=True)
+        outside_quotes = bytearray()
+        quoted = escaped = False
+        for byte in wire:
+            if escaped:
+                escaped = False
+            elif quoted and byte == ord("\\"):
+                escaped = True
+            elif byte == ord('"'):
+                quoted = not quoted
+            elif not quoted:
+                outside_quotes.append(byte)
+        assert not quoted
+        assert not any(b in b"<> \r\n" or b < 32 for b in outside_quotes)
+        local_outside = outside_quotes.rpartition(b"@")[0] if b"@" in wire else outside_quotes
+        text = bytes(local_outside).decode("utf-8", "surrogateescape")
+        assert all(c.isprintable() and not c.isspace() for c in text)

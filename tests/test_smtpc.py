@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -1065,3 +1066,220 @@ class TestStartup:
             env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))},
         )
         assert completed.stdout == b"[]\n"
+
+
+UTF8_SENDER = "j\u00f6rg@b\u00fccher.example"
+UTF8_RECIPIENT = "\u7528\u6237@fa\u00df.example"
+LATIN1_RECIPIENT = os.fsdecode(b"caf\xe9@example.org")
+"""Bytes that are not UTF-8 (``os.fsdecode`` keeps them as surrogates, as mxf-remote does)."""
+
+
+def envelope_transcript(
+    keywords: tuple[str, ...], commands: list[bytes]
+) -> tuple[bytes, Callable[[Peer], None]]:
+    """(what the client must write, the peer's script) for a delivery where each of
+    ``commands`` (MAIL, then the RCPTs) gets 250, one at a time, then DATA and QUIT."""
+
+    def script(peer: Peer) -> None:
+        greet(peer, *keywords)
+        for _ in commands:
+            assert peer.line() is not None
+            peer.reply("250 ok")
+        peer.expect(b"DATA")
+        peer.reply("354 go ahead")
+        assert peer.read_data() is not None
+        peer.reply("250 ok 1234 qp 42")
+        peer.expect(b"QUIT")
+
+    body = MESSAGE.replace(b"\n", b"\r\n")
+    wire = b"EHLO me.example\r\n" + b"".join(c + b"\r\n" for c in commands)
+    return wire + b"DATA\r\n" + body + b".\r\nQUIT\r\n", script
+
+
+class TestSmtputf8:
+    """RFC 6531: SMTPUTF8 and unquoted UTF-8 only with a server that offers it."""
+
+    @pytest.mark.parametrize(
+        ("keywords", "args", "commands"),
+        [
+            pytest.param(
+                ("SMTPUTF8",),
+                ["x", UTF8_SENDER, UTF8_RECIPIENT],
+                [
+                    b"MAIL FROM:<j\xc3\xb6rg@b\xc3\xbccher.example> SMTPUTF8",
+                    b"RCPT TO:<\xe7\x94\xa8\xe6\x88\xb7@fa\xc3\x9f.example>",
+                ],
+                id="offered",
+            ),
+            pytest.param(
+                ("8BITMIME",),
+                ["x", UTF8_SENDER, UTF8_RECIPIENT],
+                [
+                    b'MAIL FROM:<"j\xc3\xb6rg"@b\xc3\xbccher.example>',
+                    b'RCPT TO:<"\xe7\x94\xa8\xe6\x88\xb7"@fa\xc3\x9f.example>',
+                ],
+                id="not-offered",
+            ),
+            pytest.param(
+                ("SMTPUTF8",),
+                ["x", "alice@example.org", "bob@example.org"],
+                [b"MAIL FROM:<alice@example.org>", b"RCPT TO:<bob@example.org>"],
+                id="ascii-envelope",
+            ),
+            pytest.param(
+                ("SMTPUTF8",),
+                ["x", "", "bob@fa\u00df.example"],
+                [b"MAIL FROM:<> SMTPUTF8", b"RCPT TO:<bob@fa\xc3\x9f.example>"],
+                id="utf8-domain-only",
+            ),
+            pytest.param(
+                ("SMTPUTF8",),
+                ["x", "alice@example.org", LATIN1_RECIPIENT],
+                [b"MAIL FROM:<alice@example.org>", b'RCPT TO:<"caf\xe9"@example.org>'],
+                id="not-utf8-only",
+            ),
+            pytest.param(
+                ("SMTPUTF8",),
+                ["x", "alice@example.org", LATIN1_RECIPIENT, UTF8_RECIPIENT],
+                [
+                    b"MAIL FROM:<alice@example.org> SMTPUTF8",
+                    b'RCPT TO:<"caf\xe9"@example.org>',
+                    b"RCPT TO:<\xe7\x94\xa8\xe6\x88\xb7@fa\xc3\x9f.example>",
+                ],
+                id="not-utf8-beside-utf8",
+            ),
+            pytest.param(
+                ("SMTPUTF8",),
+                ["x", "j\u00f6rg doe@x.example", ".\u00e9@x.example"],
+                [
+                    b'MAIL FROM:<"j\xc3\xb6rg doe"@x.example> SMTPUTF8',
+                    b'RCPT TO:<".\xc3\xa9"@x.example>',
+                ],
+                id="ascii-rules-still-quote",
+            ),
+        ],
+    )
+    def test_the_envelope_byte_for_byte(
+        self, home: str, keywords: tuple[str, ...], args: list[str], commands: list[bytes]
+    ) -> None:
+        """Everything the client writes, exactly, with and without the extension."""
+        wire, script = envelope_transcript(keywords, commands)
+        result, peer = smtpc(script, home, args=args)
+        assert bytes(peer.received) == wire
+        assert reports_of(result.output)[-1] == (
+            b"K127.0.0.1 accepted message.\nRemote host said: 250 ok 1234 qp 42\n\0"
+        )
+
+    def test_with_size_body_and_pipelining(self, home: str) -> None:
+        """SIZE, BODY=8BITMIME and SMTPUTF8 together on MAIL; the envelope in one write."""
+        seen: list[bytes] = []
+        message = b"Subject: gr\xc3\xbc\xc3\x9fe\n\nhello\n"
+
+        def script(peer: Peer) -> None:
+            greet(peer, "PIPELINING", "SIZE 1000000", "8BITMIME", "SMTPUTF8")
+            seen.extend(peer.line() or b"" for _ in range(3))
+            peer.reply("250 ok", "250 ok", "354 go")
+            assert peer.read_data() is not None
+            peer.reply("250 ok")
+            peer.expect(b"QUIT")
+
+        result, _ = smtpc(script, home, args=["x", UTF8_SENDER, UTF8_RECIPIENT], message=message)
+        size = len(message) + message.count(b"\n")
+        assert seen == [
+            b"MAIL FROM:<j\xc3\xb6rg@b\xc3\xbccher.example> SIZE=%d BODY=8BITMIME SMTPUTF8\r\n"
+            % size,
+            b"RCPT TO:<\xe7\x94\xa8\xe6\x88\xb7@fa\xc3\x9f.example>\r\n",
+            b"DATA\r\n",
+        ]
+        assert reports_of(result.output)[-1].startswith(b"K127.0.0.1 accepted message.")
+
+    def test_a_recipient_never_sent_does_not_ask_for_smtputf8(self, home: str) -> None:
+        """The only UTF-8 address has a LF (never sent): no SMTPUTF8 on MAIL."""
+        wire, script = envelope_transcript(
+            ("SMTPUTF8",), [b"MAIL FROM:<alice@example.org>", b"RCPT TO:<bob@example.org>"]
+        )
+        args = ["x", "alice@example.org", "j\u00f6rg@x\nRSET", "bob@example.org"]
+        result, peer = smtpc(script, home, args=args)
+        assert bytes(peer.received) == wire
+        assert reports_of(result.output)[0].startswith(b"hSorry, the recipient address contains")
+
+    def test_the_keyword_in_lower_case(self, home: str) -> None:
+        """``250 smtputf8`` (keywords are case-insensitive): SMTPUTF8 is used."""
+        wire, script = envelope_transcript(
+            ("smtputf8",),
+            [b"MAIL FROM:<alice@example.org> SMTPUTF8", b"RCPT TO:<j\xc3\xb6rg@example.org>"],
+        )
+        result, peer = smtpc(script, home, args=["x", "alice@example.org", "j\u00f6rg@example.org"])
+        assert bytes(peer.received) == wire
+        assert reports_of(result.output)[-1].startswith(b"K127.0.0.1 accepted message.")
+
+
+@pytest.fixture(scope="module")
+def aiosmtpd_utf8_server() -> Iterator[tuple[_Sink, int]]:
+    """aiosmtpd with ``enable_SMTPUTF8``: it offers the extension and decodes UTF-8."""
+    from aiosmtpd.controller import Controller
+
+    port = free_port()
+    sink = _Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def aiosmtpd_ascii_server() -> Iterator[tuple[_Sink, int]]:
+    """aiosmtpd without SMTPUTF8 (its Controller offers it unless told not to)."""
+    from aiosmtpd.controller import Controller
+
+    port = free_port()
+    sink = _Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+class TestAiosmtpdSmtputf8:
+    """A real server with SMTPUTF8 (aiosmtpd): the UTF-8 envelope stored as written."""
+
+    def test_utf8_addresses_are_stored(
+        self, aiosmtpd_utf8_server: tuple[_Sink, int], home: str
+    ) -> None:
+        """UTF-8 sender and recipients arrive unquoted, SMTPUTF8 among the MAIL options."""
+        sink, port = aiosmtpd_utf8_server
+        sink.envelopes.clear()
+        args = ["x", UTF8_SENDER, UTF8_RECIPIENT, "j\u00f6rg doe@fa\u00df.example"]
+        result = deliver_to(port, args, MESSAGE, home)
+        assert reports_of(result.output) == [
+            b"r\0",
+            b"r\0",
+            b"K127.0.0.1 accepted message.\nRemote host said: 250 2.0.0 OK queued\n\0",
+        ]
+        size = len(MESSAGE) + MESSAGE.count(b"\n")
+        assert sink.envelopes == [
+            (
+                UTF8_SENDER,
+                [UTF8_RECIPIENT, '"j\u00f6rg doe"@fa\u00df.example'],
+                MESSAGE.replace(b"\n", b"\r\n"),
+                [f"SIZE={size}", "SMTPUTF8"],
+            )
+        ]
+
+    def test_without_the_extension_it_is_qmail_remote_bytes(
+        self, aiosmtpd_ascii_server: tuple[_Sink, int], home: str
+    ) -> None:
+        """aiosmtpd without SMTPUTF8 gets qmail-remote's quoted 8-bit and refuses it (500)."""
+        sink, port = aiosmtpd_ascii_server
+        sink.envelopes.clear()
+        result = deliver_to(port, ["x", "alice@example.org", UTF8_RECIPIENT], MESSAGE, home)
+        assert reports_of(result.output) == [
+            b"h127.0.0.1 does not like recipient.\n"
+            b"Remote host said: 500 Error: strict ASCII mode\n\0",
+            b"DGiving up on 127.0.0.1.\n\0",
+        ]
+        assert sink.envelopes == []

@@ -25,6 +25,16 @@ Where qmail-remote is unsafe we are safer, and say so in mxf-remote-smtpc(8):
   space, DEL, ``<`` or ``>`` -- cannot be quoted (SMTP has no quoting for domains) and
   is never sent either.  qmail-smtpd queues such a domain from ``<a@"b> X=1">``; no
   domain or address literal can contain those bytes, so no server could have taken it.
+
+SMTPUTF8 (RFC 6531): when the server offers it and an address of the envelope is UTF-8
+(``utf8_address``: a byte above 127, and valid UTF-8), mxf-remote-smtpc says ``SMTPUTF8``
+on MAIL and writes such an address with ``smtp_path(address, smtputf8=True)``: by
+RFC 6531 §3.3 UTF-8 characters are ``atext`` (and ``qtextSMTP``), so the local part is
+quoted only for what would need quotes in ASCII (a space, ``"``, a leading dot, ...) or
+for a character that is not printable (a Unicode space or control), never merely for its
+8-bit bytes; the domain, U-labels and all, goes out as it is.  An address that is ASCII,
+or not valid UTF-8, is written as above in any case: bytes that are not UTF-8 are no
+SMTPUTF8 address, and go out as qmail-remote sends them.
 """
 
 from __future__ import annotations
@@ -41,18 +51,28 @@ CR_OR_LF = "contains a carriage return or line feed"
 BAD_DOMAIN = "has a domain that cannot be written in an SMTP command"
 
 
-def quote_need(local: bytes) -> bool:
-    """quote.c's ``quote_need``: must this local part be quoted?"""
+def quote_need(local: bytes, *, utf8: bool = False) -> bool:
+    """quote.c's ``quote_need``: must this local part be quoted?
+
+    With ``utf8`` (an SMTPUTF8 address, RFC 6531 §3.3) a UTF-8 character is ``atext``
+    too -- unless it is not printable (a Unicode space, line or paragraph separator,
+    control or format character, or a byte that is not UTF-8): quotes cost nothing there
+    and keep a server that splits on Unicode white space from splitting the path.
+    """
     if not local:
         return True
-    if any(byte not in ATEXT_AND_DOT for byte in local):
+    if utf8:
+        text = local.decode("utf-8", "surrogateescape")
+        if any(ord(c) not in ATEXT_AND_DOT if c.isascii() else not c.isprintable() for c in text):
+            return True
+    elif any(byte not in ATEXT_AND_DOT for byte in local):
         return True
     return local.startswith(b".") or local.endswith(b".") or b".." in local
 
 
-def quote(local: bytes) -> bytes:
-    """quote.c's ``quote``: the local part as it goes on the wire."""
-    if not quote_need(local):
+def quote(local: bytes, *, utf8: bool = False) -> bytes:
+    """quote.c's ``quote``: the local part as it goes on the wire (``utf8``: SMTPUTF8)."""
+    if not quote_need(local, utf8=utf8):
         return local
     escaped = bytearray(b'"')
     for byte in local:
@@ -63,15 +83,31 @@ def quote(local: bytes) -> bytes:
     return bytes(escaped)
 
 
-def smtp_path(address: bytes) -> bytes:
+def utf8_address(address: bytes) -> bool:
+    """True for an address that may go out as SMTPUTF8: not ASCII, and valid UTF-8."""
+    if address.isascii():
+        return False
+    try:
+        address.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def smtp_path(address: bytes, *, smtputf8: bool = False) -> bytes:
     """What goes between ``<`` and ``>``: qmail-remote's ``addrmangle``, plus the quoting
-    of an address without ``@`` (see the module doc).  Check ``path_problem`` first."""
+    of an address without ``@`` (see the module doc).  Check ``path_problem`` first.
+
+    ``smtputf8``: the transaction is SMTPUTF8 (said on MAIL), so a UTF-8 address is
+    quoted by RFC 6531's rules; an address that is ASCII or not UTF-8 is quoted as ever.
+    """
     if not address:
         return b""
+    utf8 = smtputf8 and utf8_address(address)
     local, at, domain = address.rpartition(b"@")
     if not at:
-        return quote(address)
-    return quote(local) + b"@" + domain
+        return quote(address, utf8=utf8)
+    return quote(local, utf8=utf8) + b"@" + domain
 
 
 def path_problem(address: bytes) -> str | None:

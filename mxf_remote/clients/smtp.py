@@ -17,7 +17,10 @@ The conversation, and where we differ from qmail-remote:
    its buffers and deadlock), SIZE (RFC 1870: the size of the CRLF wire form, bare CRs
    included, see ``Message.scan``) and 8BITMIME (RFC 6152: ``BODY=8BITMIME`` when the
    message has a byte above 127; without the extension, 8-bit data is sent as is, as
-   qmail-remote always does).
+   qmail-remote always does), and SMTPUTF8 (RFC 6531: ``SMTPUTF8`` on MAIL when the
+   sender or a recipient to be sent is UTF-8, and those addresses written unquoted as
+   UTF-8, ``envelope.smtp_path``; without the extension, or for bytes that are not
+   UTF-8, addresses go out as qmail-remote writes them).
 3a. STARTTLS (RFC 3207), only under a UCSPI-TLS client (``SSLCTLFD`` set, spec §9):
    offered → ``STARTTLS``, on 220 ``Y`` to ``SSLCTLFD``, the environment block back,
    then ``SSLREADFD``/``SSLWRITEFD`` and EHLO again; not offered → ``SSLCTLFD`` closed
@@ -59,7 +62,7 @@ from mxf_remote.clients.common import (
     remote_ip,
     run_guarded,
 )
-from mxf_remote.clients.envelope import path_problem, smtp_path
+from mxf_remote.clients.envelope import path_problem, smtp_path, utf8_address
 from mxf_remote.clients.fdio import Connection, ConnectionDied, LineTooLong, read_until_eof
 from mxf_remote.clients.message import Message, MessageUnreadable, SmtpDataEncoder
 from mxf_remote.ucspi import NETWORK_READ_FD, NETWORK_WRITE_FD
@@ -256,7 +259,12 @@ class SmtpSession:
         if greeting.code != 220:
             self._quit(reports.greeting_failed(self.ip, greeting.text))
         keywords = self._after_hello(self._hello())
-        self._envelope(self._mail_command(keywords), pipelining=b"PIPELINING" in keywords)
+        smtputf8 = b"SMTPUTF8" in keywords and self._has_utf8_address()
+        self._envelope(
+            self._mail_command(keywords, smtputf8=smtputf8),
+            pipelining=b"PIPELINING" in keywords,
+            smtputf8=smtputf8,
+        )
         self._data()
         final = self._reply()
         self.critical = False
@@ -323,8 +331,16 @@ class SmtpSession:
         self.connection.switch(tls_read, tls_write)
         return self._hello()
 
-    def _mail_command(self, keywords: set[bytes]) -> bytes:
-        """``MAIL FROM:<sender>`` with SIZE and BODY when the server offers them."""
+    def _has_utf8_address(self) -> bool:
+        """True when the sender or a recipient that will be sent is UTF-8 (RFC 6531)."""
+        return utf8_address(self.sender) or any(
+            utf8_address(recipient) and path_problem(recipient) is None
+            for recipient in self.recipients
+        )
+
+    def _mail_command(self, keywords: set[bytes], *, smtputf8: bool) -> bytes:
+        """``MAIL FROM:<sender>`` with SIZE and BODY when the server offers them, and
+        SMTPUTF8 when ``smtputf8`` (offered, and an address needs it)."""
         parameters = b""
         if b"SIZE" in keywords or b"8BITMIME" in keywords:
             size, eight_bit = self.message.scan()
@@ -332,9 +348,12 @@ class SmtpSession:
                 parameters += b" SIZE=%d" % size
             if b"8BITMIME" in keywords and eight_bit:
                 parameters += b" BODY=8BITMIME"
-        return b"MAIL FROM:<" + smtp_path(self.sender) + b">" + parameters + b"\r\n"
+        if smtputf8:
+            parameters += b" SMTPUTF8"
+        path = smtp_path(self.sender, smtputf8=smtputf8)
+        return b"MAIL FROM:<" + path + b">" + parameters + b"\r\n"
 
-    def _envelope(self, mail: bytes, *, pipelining: bool) -> None:
+    def _envelope(self, mail: bytes, *, pipelining: bool, smtputf8: bool) -> None:
         """MAIL, RCPTs, DATA -- one at a time, or pipelined in groups.
 
         A recipient that cannot be written into a command (``envelope.path_problem``: CR
@@ -348,7 +367,8 @@ class SmtpSession:
             if problem is not None:
                 steps.append(("BAD", problem.encode()))
             else:
-                steps.append(("RCPT", b"RCPT TO:<" + smtp_path(recipient) + b">\r\n"))
+                path = smtp_path(recipient, smtputf8=smtputf8)
+                steps.append(("RCPT", b"RCPT TO:<" + path + b">\r\n"))
         if not any(kind == "RCPT" for kind, _ in steps):
             self.reports.extend(reports.bad_recipient(why.decode()) for _, why in steps[1:])
             self._quit(reports.giving_up(self.ip))

@@ -36,6 +36,7 @@ __all__ = [
     "ANYIP_PREFIX",
     "NETNS_ENV",
     "NotInPrivateNetns",
+    "added_interface_address",
     "enter_private_netns",
     "in_private_netns",
     "interface_addresses",
@@ -253,6 +254,29 @@ def interface_addresses() -> set[str]:
                 addr = fields[i + 1].split("/")[0].split("%")[0]
                 found.add(str(ipaddress.ip_address(addr)))
     return found
+
+
+@contextlib.contextmanager
+def added_interface_address(address: str) -> Iterator[str]:
+    """``address`` configured on ``lo`` (a /32 or /128, no DAD) for a with-block; removed after.
+
+    An interface address is "this machine" for mxf-remote (its self-check, and the source
+    addresses ``control/outgoingip``/``outgoingip6`` may name), unlike the route-local test
+    addresses.  Only inside the private namespace (raises NotInPrivateNetns elsewhere).
+    """
+    _require_netns()
+    ip = shutil.which("ip")
+    if ip is None:
+        raise RuntimeError("the 'ip' command (iproute2) is missing")
+    parsed = ipaddress.ip_address(address)
+    prefix = f"{parsed}/{parsed.max_prefixlen}"
+    family = "-4" if parsed.version == 4 else "-6"
+    extra = [] if parsed.version == 4 else ["nodad"]
+    _run_checked([ip, family, "addr", "add", prefix, "dev", "lo", *extra], "ip addr add")
+    try:
+        yield str(parsed)
+    finally:
+        _run_checked([ip, family, "addr", "del", prefix, "dev", "lo"], "ip addr del")
 
 
 # -- nftables -------------------------------------------------------------------------------

@@ -92,7 +92,11 @@ def import_profile(argv: list[str], env: dict[str, str], stdin: Path, runs: int)
     for _ in range(runs):
         with open(stdin, "rb") as message:
             done = subprocess.run(
-                argv, stdin=message, capture_output=True, check=False, timeout=30,
+                argv,
+                stdin=message,
+                capture_output=True,
+                check=False,
+                timeout=30,
                 env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
             )
         for match in IMPORT_LINE.finditer(done.stderr.decode(errors="replace")):
@@ -107,9 +111,9 @@ def import_profile(argv: list[str], env: dict[str, str], stdin: Path, runs: int)
     )
 
 
-def imports(world: World, dns_env: dict[str, str], runs: int = 9) -> tuple[
-    ImportProfile, ImportProfile
-]:
+def imports(
+    world: World, dns_env: dict[str, str], runs: int = 9
+) -> tuple[ImportProfile, ImportProfile]:
     """The import profiles of a full delivery's mxf-remote and of the floor."""
     env = delivery_env(world, dns_env)
     ours = import_profile(delivery_argv(), env, world.message, runs)
@@ -142,7 +146,10 @@ class Throughput:
 
 
 def throughput(
-    world: World, dns_env: dict[str, str], count: int, concurrencies: tuple[int, ...],
+    world: World,
+    dns_env: dict[str, str],
+    count: int,
+    concurrencies: tuple[int, ...],
     accepted: Callable[[], int],
 ) -> list[Throughput]:
     """``count`` full deliveries at each concurrency."""
@@ -157,6 +164,7 @@ def throughput(
         results.append(
             Throughput(concurrency, count, wall, cpu, failures, accepted() - before, watch.state)
         )
-        print(f"bench: throughput at concurrency {concurrency}: {count / wall:.1f}/s",
-              file=sys.stderr)
+        print(
+            f"bench: throughput at concurrency {concurrency}: {count / wall:.1f}/s", file=sys.stderr
+        )
     return results

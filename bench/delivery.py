@@ -122,8 +122,9 @@ def serve_threaded(sock: socket.socket, log: int) -> None:
                     os.write(log, _token(bytes(body)) + b"\n")
                     conn.sendall(b"250 2.0.0 OK queued\r\n")
                 elif verb == b"EHLO":
-                    conn.sendall(b"250-sink.bench\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-                                 b"250 SIZE 67108864\r\n")
+                    conn.sendall(
+                        b"250-sink.bench\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 67108864\r\n"
+                    )
                 elif verb == b"QUIT":
                     conn.sendall(b"221 bye\r\n")
                     return
@@ -148,8 +149,11 @@ def serve_aiosmtpd(sock: socket.socket, log: int) -> None:
 
     loop = asyncio.new_event_loop()
     handler = Handler()
-    loop.run_until_complete(loop.create_server(
-        lambda: SMTP(handler, hostname="sink.bench", data_size_limit=64 << 20), sock=sock))
+    loop.run_until_complete(
+        loop.create_server(
+            lambda: SMTP(handler, hostname="sink.bench", data_size_limit=64 << 20), sock=sock
+        )
+    )
     loop.run_forever()
 
 
@@ -213,8 +217,9 @@ def summary(values: list[float]) -> str:
     return spread_text(values, width=6)
 
 
-def spawn_measured(argv: list[str], env: dict[str, str], stdin_path: Path,
-                   connection: socket.socket) -> tuple[float, float, bytes]:
+def spawn_measured(
+    argv: list[str], env: dict[str, str], stdin_path: Path, connection: socket.socket
+) -> tuple[float, float, bytes]:
     """(wall s, CPU s, stdout) of one child with ``connection`` on fds 6 and 7."""
     fd = connection.fileno()
 
@@ -226,9 +231,14 @@ def spawn_measured(argv: list[str], env: dict[str, str], stdin_path: Path,
     cpu_before = children_cpu()
     with open(stdin_path, "rb") as stdin:
         started = time.monotonic()
-        child = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=env,
-                                 preexec_fn=hand_off,  # noqa: PLW1509 - no threads in (a)
-                                 close_fds=False)
+        child = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            env=env,
+            preexec_fn=hand_off,  # noqa: PLW1509 - no threads in (a)
+            close_fds=False,
+        )
         output, _ = child.communicate()
         wall = time.monotonic() - started
     return wall, children_cpu() - cpu_before, output
@@ -240,9 +250,16 @@ def bench_client_alone(runs: int, home: Path, tmp: Path) -> list[str]:
     sink = ServerProcess("threaded", SINK_SMTPC, 25, log)
     message = tmp / "a.message"
     message.write_bytes(b"Subject: bench\n" + TOKEN_HEADER + b"a\n\nbody\n")
-    env = {"PATH": "/usr/bin:/bin", "MXF_QMAIL": str(home), "PROTO": "TCP",
-           "TCPREMOTEIP": SINK_SMTPC, "TCPREMOTEPORT": "25", "TCPLOCALIP": "127.0.0.1",
-           "MXFHOST": "mx.bench.test", "MXFPROTOCOL": "smtp"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MXF_QMAIL": str(home),
+        "PROTO": "TCP",
+        "TCPREMOTEIP": SINK_SMTPC,
+        "TCPREMOTEPORT": "25",
+        "TCPLOCALIP": "127.0.0.1",
+        "MXFHOST": "mx.bench.test",
+        "MXFPROTOCOL": "smtp",
+    }
     scenarios = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "mxf-remote-smtpc, one message": [SMTPC, "bench.test", "a@b.test", "c@d.test"],
@@ -283,28 +300,45 @@ def bench_client_alone(runs: int, home: Path, tmp: Path) -> list[str]:
     return [*lines, "", watch.line()]
 
 
-def deliver_batch(host: str, count: int, *, concurrency: int, env: dict[str, str],
-                  tmp: Path, label: str) -> tuple[float, float, list[bytes]]:
-    """(elapsed s, client CPU s, reports) of ``count`` mxf-remote runs, ``concurrency`` at once."""
-    messages = []
+def message_files(directory: Path, label: str, count: int) -> list[Path]:
+    """``count`` small messages, each with its token ``label-N`` (bench/warm.py too)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
     for number in range(count):
-        path = tmp / f"{label}.{number}"
+        path = directory / f"{label}.{number}"
         path.write_bytes(
             b"Received: (qmail 1 invoked by uid 0); 25 Nov 2026 12:00:00 -0000\n"
             b"From: alice@example.org\nTo: bob@example.org\n"
             b"Date: Wed, 25 Nov 2026 12:00:00 +0000\n"
-            b"Message-ID: <" + label.encode() + b"-%d@bench.test>\n" % number
+            b"Message-ID: <"
+            + label.encode()
+            + b"-%d@bench.test>\n" % number
             + b"Subject: bench %d\n" % number
-            + TOKEN_HEADER + label.encode() + b"-%d\n\n" % number
+            + TOKEN_HEADER
+            + label.encode()
+            + b"-%d\n\n" % number
             + b"A small message, as most mail is.\n" * 20
         )
-        messages.append(path)
+        paths.append(path)
+    return paths
+
+
+def deliver_batch(
+    host: str, count: int, *, concurrency: int, env: dict[str, str], tmp: Path, label: str
+) -> tuple[float, float, list[bytes]]:
+    """(elapsed s, client CPU s, reports) of ``count`` mxf-remote runs, ``concurrency`` at once."""
+    messages = message_files(tmp, label, count)
 
     def one(path: Path) -> bytes:
         with open(path, "rb") as stdin:
-            done = subprocess.run([MXF_REMOTE, host, "alice@example.org", "bob@example.org"],
-                                  stdin=stdin, capture_output=True, env=env, timeout=300,
-                                  check=False)
+            done = subprocess.run(
+                [MXF_REMOTE, host, "alice@example.org", "bob@example.org"],
+                stdin=stdin,
+                capture_output=True,
+                env=env,
+                timeout=300,
+                check=False,
+            )
         return done.stdout + done.stderr + (b"" if done.returncode == 0 else b"exit!")
 
     cpu_before = children_cpu()
@@ -332,8 +366,12 @@ def postfix_tokens(server: object) -> list[str]:
     postcat = os.path.join(os.path.dirname(server.postfix), "postcat")  # type: ignore[attr-defined]
     tokens = []
     for path in sorted((root / "spool" / "hold").glob("*")):
-        content = subprocess.run([postcat, "-c", server.config, "-bh", str(path)],  # type: ignore[attr-defined]
-                                 capture_output=True, check=True, timeout=30).stdout
+        content = subprocess.run(
+            [postcat, "-c", server.config, "-bh", str(path)],  # type: ignore[attr-defined]
+            capture_output=True,
+            check=True,
+            timeout=30,
+        ).stdout
         start = content.find(TOKEN_HEADER)
         if start >= 0:
             start += len(TOKEN_HEADER)
@@ -365,8 +403,9 @@ def bench_throughput(count: int, concurrency: int, home: Path, tmp: Path) -> lis
             if name == "postfix":
                 binaries = postfix_binaries()
                 if binaries is None or os.geteuid() != 0:
-                    lines.append(f"| {name} | skipped: postfix not installed or not root |"
-                                 " | | | | | | |")
+                    lines.append(
+                        f"| {name} | skipped: postfix not installed or not root | | | | | | | |"
+                    )
                     continue
                 server = PostfixServer(*binaries, 25, address=address)
                 pid = server.process.pid  # type: ignore[attr-defined]
@@ -378,17 +417,23 @@ def bench_throughput(count: int, concurrency: int, home: Path, tmp: Path) -> lis
                 pid = server.pid  # type: ignore[attr-defined]
                 tokens = server.tokens  # type: ignore[attr-defined]
             try:
-                deliver_batch(host, 4, concurrency=4, env=env, tmp=tmp,
-                              label=f"warm{label}")  # warm caches, pools
+                deliver_batch(
+                    host, 4, concurrency=4, env=env, tmp=tmp, label=f"warm{label}"
+                )  # warm caches, pools
                 busy_before = busy_seconds()
                 server_before = tree_cpu(pid)
                 elapsed, client_cpu, outputs = deliver_batch(
-                    host, count, concurrency=concurrency, env=env, tmp=tmp, label=label)
+                    host, count, concurrency=concurrency, env=env, tmp=tmp, label=label
+                )
                 server_cpu = tree_cpu(pid) - server_before
                 busy = busy_seconds() - busy_before
                 capacity = elapsed * (os.cpu_count() or 1)
-                good = sum(o.startswith(b"r\0K" + address.encode() + b" accepted message.")
-                           and o.endswith(b"\0") and o.count(b"\0") == 2 for o in outputs)
+                good = sum(
+                    o.startswith(b"r\0K" + address.encode() + b" accepted message.")
+                    and o.endswith(b"\0")
+                    and o.count(b"\0") == 2
+                    for o in outputs
+                )
                 time.sleep(0.5 if name == "postfix" else 0.1)  # the last hold files
                 arrived = check_arrivals(tokens(), label, count)
             finally:
@@ -421,8 +466,10 @@ def main() -> int:
         (home / "control").mkdir(parents=True)
         (home / "control" / "protocols").write_text(PROTOCOLS)
         (home / "control" / "me").write_text("me.bench.test\n")
-        print(f"CPython {sys.version.split()[0]}, {os.cpu_count()} cores,"
-              f" load average at start {os.getloadavg()[0]:.1f}\n")
+        print(
+            f"CPython {sys.version.split()[0]}, {os.cpu_count()} cores,"
+            f" load average at start {os.getloadavg()[0]:.1f}\n"
+        )
         for line in bench_client_alone(runs, home, tmp):
             print(line, flush=True)
         print()

@@ -257,9 +257,7 @@ def make_world(root: Path) -> World:
         else:
             protocols = f"qmtp:{QMTP}:1:N:N:{program}\nsmtp:{SMTP}:0:N:N:{program}\n"
         (home / "control" / "protocols").write_text(protocols)
-    (world.homes["allsilent"] / "control" / "timeoutconnect").write_text(
-        f"{ALL_SILENT_TIMEOUT}\n"
-    )
+    (world.homes["allsilent"] / "control" / "timeoutconnect").write_text(f"{ALL_SILENT_TIMEOUT}\n")
     return world
 
 

@@ -83,15 +83,21 @@ def run_scenario(
     def once(name: str) -> Sample:
         if name == "mxf-remote":
             return run_process(
-                argvs[name], env, world.message, trace=world.root / "trace.jsonl",
+                argvs[name],
+                env,
+                world.message,
+                trace=world.root / "trace.jsonl",
                 cpu_file=world.root / "cpu",
             )
         return run_process(argvs[name], env, world.message)
 
     for name in CONTENDERS:  # warm-up: caches, and a check that each one works
         sample = once(name) if not overlapped(scenario, name) else None
-        if sample is not None and name != "floor" and sample.handoff is None and not (
-            scenario.all_silent
+        if (
+            sample is not None
+            and name != "floor"
+            and sample.handoff is None
+            and not (scenario.all_silent)
         ):
             raise RuntimeError(f"{scenario.key}/{name} did not connect: {sample.output[:200]!r}")
     for _ in range(runs):
@@ -100,6 +106,7 @@ def run_scenario(
                 results[name].append(once(name))
     for name in CONTENDERS:
         if overlapped(scenario, name):
-            results[name] = run_overlapped([(argvs[name], env)] * runs, world.message,
-                                           OVERLAP_STAGGER)
+            results[name] = run_overlapped(
+                [(argvs[name], env)] * runs, world.message, OVERLAP_STAGGER
+            )
     return results

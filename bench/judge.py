@@ -54,16 +54,15 @@ class Spread:
 
     def format(self, digits: int = 1, width: int = 0) -> str:
         """``p50 (p10..p90)``; the median right-aligned in ``width`` characters."""
-        return (
-            f"{self.p50:{width}.{digits}f} ({self.p10:.{digits}f}..{self.p90:.{digits}f})"
-        )
+        return f"{self.p50:{width}.{digits}f} ({self.p10:.{digits}f}..{self.p90:.{digits}f})"
 
     def __str__(self) -> str:
         return self.format()
 
 
-def spread_text(values: Sequence[float], scale: float = 1000.0, digits: int = 1,
-                width: int = 0) -> str:
+def spread_text(
+    values: Sequence[float], scale: float = 1000.0, digits: int = 1, width: int = 0
+) -> str:
     """``median (p10..p90)`` of ``values`` (seconds, shown in ms by default); ``-`` if none."""
     if not values:
         return "-"
@@ -106,8 +105,13 @@ class Judgement:
         return f"{self.ours.format(digits)} vs limit {self.limit:.{digits}f}"
 
 
-def judge(ours: Sequence[float] | Spread, limit: float | Sequence[float] | Spread, *,
-          factor: float = 1.0, plus: float = 0.0) -> Judgement:
+def judge(
+    ours: Sequence[float] | Spread,
+    limit: float | Sequence[float] | Spread,
+    *,
+    factor: float = 1.0,
+    plus: float = 0.0,
+) -> Judgement:
     """Our samples (or spread) against a fixed limit, or against a reference's samples
     (or spread), whose limit is ``factor`` x its median + ``plus``."""
     our_spread = ours if isinstance(ours, Spread) else Spread.of(ours)

@@ -131,7 +131,10 @@ def run_concurrently(
         while len(running) < concurrency and started < count:
             with open(stdin_path, "rb") as stdin:
                 proc = subprocess.Popen(
-                    argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    argv,
+                    stdin=stdin,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                     env=env,
                 )
             running[proc.pid] = proc

@@ -45,7 +45,10 @@ async def mxf_race(targets: list[tuple[str, int]]) -> None:
         tuple(Attempt(PROTOCOL, "x", a, p, "mx", 10) for a, p in targets), Facts("dns", "x")
     )
     race = Race(
-        FixedPlan(plan), connect_tcp, changed=asyncio.Event(), connect_delay=DELAY,
+        FixedPlan(plan),
+        connect_tcp,
+        changed=asyncio.Event(),
+        connect_delay=DELAY,
         timeout_connect=60,
     )
     outcome = await race.run()
@@ -73,9 +76,7 @@ async def aiohappyeyeballs_race(targets: list[tuple[str, int]]) -> None:
     import aiohappyeyeballs
 
     infos = addr_infos([f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for a, p in targets])
-    sock: socket.socket = await aiohappyeyeballs.start_connection(
-        infos, happy_eyeballs_delay=DELAY
-    )
+    sock: socket.socket = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=DELAY)
     sock.close()
 
 

@@ -31,12 +31,20 @@ def addr_infos(targets: list[str]) -> list[tuple[Any, ...]]:
     for target in targets:
         if target.startswith("["):
             host, _, port = target[1:].partition("]:")
-            infos.append((socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
-                          (host, int(port), 0, 0)))
+            infos.append(
+                (
+                    socket.AF_INET6,
+                    socket.SOCK_STREAM,
+                    socket.IPPROTO_TCP,
+                    "",
+                    (host, int(port), 0, 0),
+                )
+            )
         else:
             host, _, port = target.rpartition(":")
-            infos.append((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
-                          (host, int(port))))
+            infos.append(
+                (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, int(port)))
+            )
     return infos
 
 

@@ -93,8 +93,11 @@ def main() -> int:
                         sock.connect((address, service_port))
                     except OSError:
                         continue
-                    print(json.dumps({"handoff": time.monotonic(), "address": address,
-                                      "port": service_port}))
+                    print(
+                        json.dumps(
+                            {"handoff": time.monotonic(), "address": address, "port": service_port}
+                        )
+                    )
                     return 0
     print(json.dumps({"failed": time.monotonic()}))
     return 1

@@ -71,9 +71,9 @@ def spread(values: list[float]) -> str:
     return spread_text(values)
 
 
-def latency_values(scenario_key: str, name: str, samples: list[Sample], all_silent: bool) -> list[
-    float
-]:
+def latency_values(
+    scenario_key: str, name: str, samples: list[Sample], all_silent: bool
+) -> list[float]:
     """What the latency column shows: handoff, or (all silent) the time to the exit."""
     if name == "floor" or all_silent:
         return [s.wall for s in samples]
@@ -109,10 +109,11 @@ def main() -> int:
                 with Watch() as watch:
                     for scenario in SCENARIOS:
                         dns_env = proxy.env if scenario.late_dns else knot.env
-                        latency[scenario.key] = run_scenario(scenario, world, dns_env,
-                                                             options.runs)
-                        print(f"bench: {scenario.key} done ({time.monotonic() - began:.0f} s)",
-                              file=sys.stderr)
+                        latency[scenario.key] = run_scenario(scenario, world, dns_env, options.runs)
+                        print(
+                            f"bench: {scenario.key} done ({time.monotonic() - began:.0f} s)",
+                            file=sys.stderr,
+                        )
                 machine["handoff"] = watch.state
                 with Watch() as watch:
                     in_process = {
@@ -140,8 +141,15 @@ def main() -> int:
     machine["suite"] = whole.state
     elapsed = time.monotonic() - began
     text = report(
-        latency, deliveries=deliveries, floor_exec=floor_exec, ours=ours, floor=floor,
-        batches=batches, runs=options.runs, elapsed=elapsed, in_process=in_process,
+        latency,
+        deliveries=deliveries,
+        floor_exec=floor_exec,
+        ours=ours,
+        floor=floor,
+        batches=batches,
+        runs=options.runs,
+        elapsed=elapsed,
+        in_process=in_process,
         machine=machine,
     )
     options.out.mkdir(parents=True, exist_ok=True)
@@ -228,8 +236,10 @@ def report(
     ]
     for scenario in SCENARIOS:
         samples = latency[scenario.key]
-        cells = [spread(race_values(samples[name]))
-                 for name in ("mxf-remote", "asyncio", "aiohappyeyeballs")]
+        cells = [
+            spread(race_values(samples[name]))
+            for name in ("mxf-remote", "asyncio", "aiohappyeyeballs")
+        ]
         out.append(f"| {scenario.key} | " + " | ".join(cells) + " |")
     names = list(next(iter(in_process.values())))
     out += [
@@ -246,8 +256,13 @@ def report(
         out.append(f"| {key} | " + " | ".join(spread(results[n]) for n in names) + " |")
     out += ["", machine["in_process"].line("the in-process races")]
     out += cost_tables(
-        latency, deliveries=deliveries, floor_exec=floor_exec, ours=ours, floor=floor,
-        batches=batches, machine=machine,
+        latency,
+        deliveries=deliveries,
+        floor_exec=floor_exec,
+        ours=ours,
+        floor=floor,
+        batches=batches,
+        machine=machine,
     )
     out += targets(latency, floor_exec, in_process, machine["suite"])
     return "\n".join(out) + "\n"
@@ -289,7 +304,7 @@ def cost_tables(
         f"| full delivery: mxf-remote + mxf-remote-smtpc into the SMTP sink "
         f"| {spread([s.wall for s in deliveries])} | {spread([s.cpu for s in deliveries])} "
         f"| {rss(deliveries)} |",
-        f"| floor: `python -c \"import asyncio, aiodns, uvloop\"` "
+        f'| floor: `python -c "import asyncio, aiodns, uvloop"` '
         f"| {spread([s.wall for s in floors])} | {spread([s.cpu for s in floors])} "
         f"| {rss(floors)} |",
         f"| floor up to an exec (the same imports, then `os.execv` of the same program) "
@@ -322,9 +337,7 @@ def cost_tables(
     )
     extra_total = sum(ours.self_us[m] for m in extra) / 1000
     for index in range(max(len(top), 14)):
-        left = (
-            f"{top[index]} | {ours.cumulative_us[top[index]]:.0f}" if index < len(top) else " | "
-        )
+        left = f"{top[index]} | {ours.cumulative_us[top[index]]:.0f}" if index < len(top) else " | "
         right = (
             f"{extra[index]} | {ours.self_us[extra[index]]:.0f}" if index < len(extra) else " | "
         )
@@ -367,8 +380,16 @@ def targets(
     """Each target of issue #5, judged on the spread (``judge.py``), with its figures."""
     rows: list[str] = []
 
-    def add(name: str, ours: Spread | None, limit: Spread | float | None, note: str, *,
-            factor: float = 1.0, plus: float = 0.0, digits: int = 1) -> None:
+    def add(
+        name: str,
+        ours: Spread | None,
+        limit: Spread | float | None,
+        note: str,
+        *,
+        factor: float = 1.0,
+        plus: float = 0.0,
+        digits: int = 1,
+    ) -> None:
         """One row: the verdict, our spread against the limit, ``note`` (the reference)."""
         if ours is None or limit is None:
             rows.append(f"| {name} | no samples | {note} |")
@@ -385,8 +406,9 @@ def targets(
 
     def handoff(key: str) -> Spread | None:
         scenario = next(s for s in SCENARIOS if s.key == key)
-        return spread_ms(latency_values(key, "mxf-remote", latency[key]["mxf-remote"],
-                                        scenario.all_silent))
+        return spread_ms(
+            latency_values(key, "mxf-remote", latency[key]["mxf-remote"], scenario.all_silent)
+        )
 
     def faster(*spreads: Spread | None) -> Spread | None:
         """The spread with the lower median (None if any is missing)."""
@@ -404,37 +426,67 @@ def targets(
     healthy = handoff("healthy")
     margin = CONNECT_DELAY * 1000 + 50
     for key in ("silentbest", "silent6", "mxps"):
-        add(f"{key}: handoff <= healthy + connectdelay + 50 ms", handoff(key), healthy,
-            f"healthy {text(healthy)} + {margin:.0f}", plus=margin)
-    add("late AAAA: handoff <= healthy + 60 ms", handoff("late"), healthy,
-        f"healthy {text(healthy)} + 60", plus=60)
+        add(
+            f"{key}: handoff <= healthy + connectdelay + 50 ms",
+            handoff(key),
+            healthy,
+            f"healthy {text(healthy)} + {margin:.0f}",
+            plus=margin,
+        )
+    add(
+        "late AAAA: handoff <= healthy + 60 ms",
+        handoff("late"),
+        healthy,
+        f"healthy {text(healthy)} + 60",
+        plus=60,
+    )
     floor = spread_ms([s.wall for s in latency["healthy"]["floor"]])
-    add("healthy handoff <= 1.2 x import floor", healthy, floor,
+    add(
+        "healthy handoff <= 1.2 x import floor",
+        healthy,
+        floor,
         f"1.2 x floor {text(floor)}; medians {difference(healthy, floor, 'x', '/')}",
-        factor=1.2)
+        factor=1.2,
+    )
     cpu = spread_ms([s.cpu_to_exec for s in latency["healthy"]["mxf-remote"]])
     floor_cpu = spread_ms([s.cpu_to_exec for s in floor_exec])
     whole_floor_cpu = spread_ms([s.cpu for s in latency["healthy"]["floor"]])
-    add("mxf-remote CPU to the exec <= the floor's CPU to its exec + 15 ms", cpu, floor_cpu,
+    add(
+        "mxf-remote CPU to the exec <= the floor's CPU to its exec + 15 ms",
+        cpu,
+        floor_cpu,
         f"floor to its exec {text(floor_cpu)} + 15; medians "
         f"{difference(cpu, floor_cpu, ' ms', '-')}; the whole floor process, exit included: "
-        f"{text(whole_floor_cpu)}", plus=15)
+        f"{text(whole_floor_cpu)}",
+        plus=15,
+    )
     for key in ("healthy", "silent6", "late", "silentbest", "mxps"):
-        ours, b, c = (spread_ms(race_values(latency[key][name]))
-                      for name in ("mxf-remote", "asyncio", "aiohappyeyeballs"))
-        add(f"race only (processes), {key}: no slower than (b) and (c)", ours, faster(b, c),
-            f"(b) {text(b, 2)} / (c) {text(c, 2)}", digits=2)
+        ours, b, c = (
+            spread_ms(race_values(latency[key][name]))
+            for name in ("mxf-remote", "asyncio", "aiohappyeyeballs")
+        )
+        add(
+            f"race only (processes), {key}: no slower than (b) and (c)",
+            ours,
+            faster(b, c),
+            f"(b) {text(b, 2)} / (c) {text(c, 2)}",
+            digits=2,
+        )
     for key, results in in_process.items():
         m = {label: spread_ms(values) for label, values in results.items()}
-        add(f"race only (in process), {key}: no slower than (b) and (c)",
+        add(
+            f"race only (in process), {key}: no slower than (b) and (c)",
             faster(m["mxf-remote (asyncio loop)"], m["mxf-remote (uvloop)"]),
             faster(m["(b) asyncio HE"], m["(c) aiohappyeyeballs"]),
             "; ".join(f"{label} {text(spread, 2)}" for label, spread in m.items()),
-            digits=2)
-    add("all silent: Z report within timeoutconnect + 100 ms of the first attempt",
+            digits=2,
+        )
+    add(
+        "all silent: Z report within timeoutconnect + 100 ms of the first attempt",
         spread_ms(race_values(latency["allsilent"]["mxf-remote"])),
         ALL_SILENT_TIMEOUT * 1000 + 100,
-        f"process start to exit: {text(handoff('allsilent'))}")
+        f"process start to exit: {text(handoff('allsilent'))}",
+    )
     return [
         "",
         "## Targets (issue #5)",
@@ -443,7 +495,7 @@ def targets(
         "**missed** when our p10 > the limit, **within noise** otherwise; a limit set by "
         "a reference is computed from the reference's median. Ours: median (p10..p90); "
         "where mxf-remote is measured twice (asyncio loop, uvloop) ours is the one with the "
-        "lower median, and the reference of \"(b) and (c)\" is the one with the lower median.",
+        'lower median, and the reference of "(b) and (c)" is the one with the lower median.',
         "",
         "| target | verdict | figures (ms): ours vs limit (reference) |",
         "|---|---|---|",
@@ -458,7 +510,9 @@ def targets(
 
 
 def plot(
-    latency: dict[str, dict[str, list[Sample]]], batches: list[Throughput], path: Path,
+    latency: dict[str, dict[str, list[Sample]]],
+    batches: list[Throughput],
+    path: Path,
     note: str,
 ) -> None:
     """Handoff latency per scenario and contender (log scale), and throughput; ``note``
@@ -475,16 +529,16 @@ def plot(
     for index, name in enumerate(CONTENDERS):
         centres, lows, highs = [], [], []
         for scenario in SCENARIOS:
-            values = ms(latency_values(scenario.key, name, latency[scenario.key][name],
-                                       scenario.all_silent))
+            values = ms(
+                latency_values(scenario.key, name, latency[scenario.key][name], scenario.all_silent)
+            )
             mid = statistics.median(values)
             deciles = statistics.quantiles(values, n=10) if len(values) > 1 else [mid] * 9
             centres.append(mid)
             lows.append(max(0.0, mid - deciles[0]))
             highs.append(max(0.0, deciles[-1] - mid))
         positions = [i + (index - 2) * width for i in range(len(SCENARIOS))]
-        left.bar(positions, centres, width, yerr=[lows, highs], capsize=2,
-                 label=LABELS[name])
+        left.bar(positions, centres, width, yerr=[lows, highs], capsize=2, label=LABELS[name])
     left.set_yscale("log")
     left.set_xticks(range(len(SCENARIOS)))
     left.set_xticklabels([s.key for s in SCENARIOS])
@@ -501,8 +555,13 @@ def plot(
     right.set_ylabel("deliveries/s")
     right.set_title("Throughput (full SMTP deliveries)")
     twin = right.twinx()
-    twin.plot(concurrencies, [b.cpu_per_delivery * 1000 for b in batches], "s--", color="C1",
-              label="CPU ms per delivery")
+    twin.plot(
+        concurrencies,
+        [b.cpu_per_delivery * 1000 for b in batches],
+        "s--",
+        color="C1",
+        label="CPU ms per delivery",
+    )
     twin.set_ylabel("CPU ms per delivery")
     right.legend(loc="upper left", fontsize=8)
     twin.legend(loc="lower right", fontsize=8)

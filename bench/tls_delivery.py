@@ -243,6 +243,7 @@ def main() -> int:
             for server in servers:
                 server.close()
         size_mb = big.stat().st_size / 1e6
+
     def median_cpu(name: str) -> float:
         return statistics.median(s[1] for s in results[name])
 

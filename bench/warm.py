@@ -91,6 +91,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from delivery import TOKEN_HEADER, message_files  # noqa: E402
 from judge import Judgement, Spread, judge, spread_text  # noqa: E402
 from machine import TICK, MachineState, Watch, process_ticks  # noqa: E402
 
@@ -103,7 +104,6 @@ PYTHON = os.path.join(BIN, "python")
 RESULTS = HERE / "results" / "warm.md"
 
 PR_SET_CHILD_SUBREAPER = 36
-TOKEN_HEADER = b"X-Bench-Token: "
 SENDER, RECIPIENT = "alice@example.org", "bob@example.org"
 DOMAIN = "warm.test"
 ZONE = """
@@ -124,8 +124,7 @@ HANDOFF_LIMIT = 15.0
 
 EHLO = b"250-sink.bench\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 67108864\r\n"
 EHLO_STARTTLS = (
-    b"250-sink.bench\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 67108864\r\n"
-    b"250 STARTTLS\r\n"
+    b"250-sink.bench\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 67108864\r\n250 STARTTLS\r\n"
 )
 
 
@@ -507,8 +506,9 @@ class Mode:
     machine: MachineState | None = None
 
 
-def make_home(path: Path, *, port: int, protocols: str | None, socket_path: Path | None,
-              route: bool = True) -> Path:
+def make_home(
+    path: Path, *, port: int, protocols: str | None, socket_path: Path | None, route: bool = True
+) -> Path:
     """A qmail home: ``me``, a route to the sink, perhaps protocols and remotedsocket."""
     (path / "control").mkdir(parents=True)
     (path / "control" / "me").write_text("bench.example\n")
@@ -519,25 +519,6 @@ def make_home(path: Path, *, port: int, protocols: str | None, socket_path: Path
     if socket_path is not None:
         (path / "control" / "remotedsocket").write_text(f"{socket_path}\n")
     return path
-
-
-def message_files(directory: Path, label: str, count: int) -> list[Path]:
-    """``count`` small messages, each with its token ``label-N``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for number in range(count):
-        path = directory / f"{label}.{number}"
-        path.write_bytes(
-            b"Received: (qmail 1 invoked by uid 0); 25 Nov 2026 12:00:00 -0000\n"
-            b"From: alice@example.org\nTo: bob@example.org\n"
-            b"Date: Wed, 25 Nov 2026 12:00:00 +0000\n"
-            b"Message-ID: <" + label.encode() + b"-%d@bench.test>\n" % number
-            + b"Subject: bench %d\n" % number
-            + TOKEN_HEADER + label.encode() + b"-%d\n\n" % number
-            + b"A small message, as most mail is.\n" * 20
-        )
-        paths.append(path)
-    return paths
 
 
 def arrivals(tokens: Counter[str], label: str, count: int) -> str:
@@ -584,9 +565,15 @@ def run_mode(mode: Mode, options: argparse.Namespace, tmp: Path, keep: set[int])
             env = {"PATH": "/usr/bin:/bin"}
             good = exited_zero
         result = run_batch(
-            argvs, env, stdins, concurrency, tmp / "out" / label, keep=keep,
+            argvs,
+            env,
+            stdins,
+            concurrency,
+            tmp / "out" / label,
+            keep=keep,
             server=row.server.pid if row.server else None,
-            sink=mode.sink.pid if row.delivers else None, good=good,
+            sink=mode.sink.pid if row.delivers else None,
+            good=good,
         )
         if row.delivers:
             time.sleep(0.05)  # the sink's last log lines
@@ -594,8 +581,10 @@ def run_mode(mode: Mode, options: argparse.Namespace, tmp: Path, keep: set[int])
             shutil.rmtree(tmp / "messages" / label)
         check = result.rusage_children - sum(result.own) - result.orphans
         if abs(check) > 0.002 * count + 0.02:
-            print(f"bench: {label}: RUSAGE_CHILDREN differs from wait4 by {check:+.3f} s",
-                  file=sys.stderr)
+            print(
+                f"bench: {label}: RUSAGE_CHILDREN differs from wait4 by {check:+.3f} s",
+                file=sys.stderr,
+            )
         return result
 
     measured = [row for row in mode.rows if row.argv is not None]
@@ -613,8 +602,12 @@ def run_mode(mode: Mode, options: argparse.Namespace, tmp: Path, keep: set[int])
                     label = f"{mode.key}-{row.key}-{round_number}-{concurrency}"
                     result = batch(row, concurrency, count, label)
                     mode.batches.setdefault((row.key, concurrency), []).append(result)
-                print(f"bench: {mode.key} round {round_number + 1}/{options.rounds}, "
-                      f"concurrency {concurrency} done", file=sys.stderr, flush=True)
+                print(
+                    f"bench: {mode.key} round {round_number + 1}/{options.rounds}, "
+                    f"concurrency {concurrency} done",
+                    file=sys.stderr,
+                    flush=True,
+                )
     mode.machine = watch.state
 
 
@@ -652,8 +645,9 @@ def mode_table(mode: Mode, options: argparse.Namespace) -> list[str]:
             }
             failures = sum(b.failures for b in batches)
             bad_arrivals = [b.arrived for b in batches if b.arrived not in ("", "ok")]
-            failed = f"{failures}/{total}" + (f"; arrivals: {bad_arrivals[0]}" if bad_arrivals
-                                              else "")
+            failed = f"{failures}/{total}" + (
+                f"; arrivals: {bad_arrivals[0]}" if bad_arrivals else ""
+            )
             if failures:
                 first = next(b.first_failure for b in batches if b.failures)
                 failed += f" (first: {first[:80]!r})"
@@ -692,14 +686,24 @@ class Handoff:
     """The whole delivery's own CPU (wait4), ms."""
 
 
-def one_traced(argv: list[str], env: dict[str, str], message: Path, trace: Path,
-               check: Callable[[bytes, int], bool]) -> tuple[float, float, float, float, float]:
+def one_traced(
+    argv: list[str],
+    env: dict[str, str],
+    message: Path,
+    trace: Path,
+    check: Callable[[bytes, int], bool],
+) -> tuple[float, float, float, float, float]:
     """(since spawn, t, start t, to origin, CPU), ms, of one traced delivery."""
     trace.unlink(missing_ok=True)
     with open(message, "rb") as stdin:
         started = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env={**env, "MXF_TRACE": str(trace)})
+        proc = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**env, "MXF_TRACE": str(trace)},
+        )
         assert proc.stdout is not None
         output = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -715,8 +719,13 @@ def one_traced(argv: list[str], env: dict[str, str], message: Path, trace: Path,
     return since_spawn, handoff["t"], start["t"], origin, (usage.ru_utime + usage.ru_stime) * 1000
 
 
-def run_handoffs(variants: dict[str, tuple[list[str], dict[str, str], str]], runs: int,
-                 message: Path, tmp: Path, keep: set[int]) -> dict[str, Handoff]:
+def run_handoffs(
+    variants: dict[str, tuple[list[str], dict[str, str], str]],
+    runs: int,
+    message: Path,
+    tmp: Path,
+    keep: set[int],
+) -> dict[str, Handoff]:
     results = {name: Handoff() for name in variants}
     trace = tmp / "trace.jsonl"
     for number in range(runs + 2):  # two warm-up rounds
@@ -749,8 +758,9 @@ def ms_spread(values: list[float]) -> str:
     return spread_text(values, scale=1.0) if values else "-"
 
 
-def handoff_table(results: dict[str, Handoff], runs: int, machine: MachineState,
-                  dns_note: str) -> list[str]:
+def handoff_table(
+    results: dict[str, Handoff], runs: int, machine: MachineState, dns_note: str
+) -> list[str]:
     lines = [
         "### Handoff: from the launcher's start to the server's handoff mark",
         "",
@@ -775,17 +785,29 @@ def handoff_table(results: dict[str, Handoff], runs: int, machine: MachineState,
 # -- targets -------------------------------------------------------------------------------
 
 
-def target_line(name: str, figure: str, judgement: Judgement, unit: str = "ms",
-                reverse: Callable[[float], str] | None = None) -> str:
+def target_line(
+    name: str,
+    figure: str,
+    judgement: Judgement,
+    unit: str = "ms",
+    reverse: Callable[[float], str] | None = None,
+) -> str:
     ours = judgement.ours
-    shown = (f"{ours.format(1)} {unit}" if reverse is None
-             else f"{reverse(ours.p50)} ({reverse(ours.p90)}..{reverse(ours.p10)})")
+    shown = (
+        f"{ours.format(1)} {unit}"
+        if reverse is None
+        else f"{reverse(ours.p50)} ({reverse(ours.p90)}..{reverse(ours.p10)})"
+    )
     limit = f"{judgement.limit:.1f} {unit}" if reverse is None else reverse(judgement.limit)
     return f"| {name} | {figure} | {shown} | {limit} | {judgement.cell} |"
 
 
-def targets(modes: dict[str, Mode], handoffs: dict[str, Handoff], options: argparse.Namespace,
-            handoff_key: str) -> list[str]:
+def targets(
+    modes: dict[str, Mode],
+    handoffs: dict[str, Handoff],
+    options: argparse.Namespace,
+    handoff_key: str,
+) -> list[str]:
     lines = [
         "### Targets (issue 11), judged on the spread (`judge.py`)",
         "",
@@ -797,39 +819,54 @@ def targets(modes: dict[str, Mode], handoffs: dict[str, Handoff], options: argpa
         "|---|---|---|---|---|",
     ]
     for row_key, title in (("warm", "warm"), ("exec", "warm, --exec-clients")):
-        for mode_key, limits in (("a", ((CPU_CLEAR_LIMIT, "clear"),
-                                        (CPU_CLEAR_MOONSHOT, "clear, moonshot"))),
-                                 ("b", ((CPU_TLS_LIMIT, "STARTTLS"),))):
+        for mode_key, limits in (
+            ("a", ((CPU_CLEAR_LIMIT, "clear"), (CPU_CLEAR_MOONSHOT, "clear, moonshot"))),
+            ("b", ((CPU_TLS_LIMIT, "STARTTLS"),)),
+        ):
             mode = modes.get(mode_key)
             if mode is None:
                 continue
             for concurrency in options.concurrency:
                 cpus = [c * 1000 for b in mode.batches[(row_key, concurrency)] for c in b.cpus]
                 for limit, what in limits:
-                    lines.append(target_line(
-                        f"CPU per whole delivery, {what} (≤ {limit:.0f} ms)",
-                        f"{title}, concurrency {concurrency}", judge(cpus, limit)))
+                    lines.append(
+                        target_line(
+                            f"CPU per whole delivery, {what} (≤ {limit:.0f} ms)",
+                            f"{title}, concurrency {concurrency}",
+                            judge(cpus, limit),
+                        )
+                    )
     if 50 in options.concurrency:
         for mode in modes.values():
             for row_key, title in (("warm", "warm"), ("exec", "warm, --exec-clients")):
                 batches = mode.batches[(row_key, 50)]
                 per_delivery = [1000 / b.rate for b in batches]
-                lines.append(target_line(
-                    f"deliveries/s at concurrency 50 (≥ {RATE_TARGET:.0f}/s)",
-                    f"({mode.key}) {title}", judge(per_delivery, 1000 / RATE_TARGET),
-                    reverse=lambda v: f"{1000 / v:.1f}/s"))
+                lines.append(
+                    target_line(
+                        f"deliveries/s at concurrency 50 (≥ {RATE_TARGET:.0f}/s)",
+                        f"({mode.key}) {title}",
+                        judge(per_delivery, 1000 / RATE_TARGET),
+                        reverse=lambda v: f"{1000 / v:.1f}/s",
+                    )
+                )
     for name, handoff in handoffs.items():
         if not name.startswith("warm"):
             continue
         primary = " (the target's figure)" if name == handoff_key else ""
-        lines.append(target_line(
-            f"warm-cache healthy handoff ≤ {HANDOFF_LIMIT:.0f} ms wall",
-            f"{name}, from the process start{primary}",
-            judge(handoff.since_spawn, HANDOFF_LIMIT)))
-        lines.append(target_line(
-            f"warm-cache healthy handoff ≤ {HANDOFF_LIMIT:.0f} ms wall",
-            f"{name}, the mark's `t` (from the launcher's import)",
-            judge(handoff.since_launcher, HANDOFF_LIMIT)))
+        lines.append(
+            target_line(
+                f"warm-cache healthy handoff ≤ {HANDOFF_LIMIT:.0f} ms wall",
+                f"{name}, from the process start{primary}",
+                judge(handoff.since_spawn, HANDOFF_LIMIT),
+            )
+        )
+        lines.append(
+            target_line(
+                f"warm-cache healthy handoff ≤ {HANDOFF_LIMIT:.0f} ms wall",
+                f"{name}, the mark's `t` (from the launcher's import)",
+                judge(handoff.since_launcher, HANDOFF_LIMIT),
+            )
+        )
     return lines
 
 
@@ -839,24 +876,35 @@ def targets(modes: dict[str, Mode], handoffs: dict[str, Handoff], options: argpa
 def compile_bytecode() -> str:
     """``python -m compileall -q mxf_remote``; what was done, for the output."""
     started = time.monotonic()
-    done = subprocess.run([PYTHON, "-m", "compileall", "-q", str(ROOT / "mxf_remote")],
-                          capture_output=True, check=False, timeout=300)
+    done = subprocess.run(
+        [PYTHON, "-m", "compileall", "-q", str(ROOT / "mxf_remote")],
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
     took = time.monotonic() - started
     if done.returncode != 0:
-        return (f"`{PYTHON} -m compileall -q mxf_remote` FAILED ({done.returncode}):"
-                f" {done.stdout.decode(errors='replace')[:200]}")
+        return (
+            f"`{PYTHON} -m compileall -q mxf_remote` FAILED ({done.returncode}):"
+            f" {done.stdout.decode(errors='replace')[:200]}"
+        )
     setting = os.environ.get("PYTHONDONTWRITEBYTECODE")
-    why = (f"this environment sets PYTHONDONTWRITEBYTECODE={setting}, so a stale .pyc would"
-           " be compiled again at every start" if setting else
-           "so no start compiles a changed module")
+    why = (
+        f"this environment sets PYTHONDONTWRITEBYTECODE={setting}, so a stale .pyc would"
+        " be compiled again at every start"
+        if setting
+        else "so no start compiles a changed module"
+    )
     return f"`python -m compileall -q mxf_remote` ran first ({took:.1f} s; {why})"
 
 
 def tree_state() -> str:
     """The commit measured, and how many files of mxf_remote/ differ from it."""
+
     def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                              check=False, timeout=30)
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False, timeout=30
+        )
         return done.stdout.strip() if done.returncode == 0 else ""
 
     commit = git("rev-parse", "--short", "HEAD")
@@ -865,21 +913,29 @@ def tree_state() -> str:
     changed = git("status", "--porcelain", "--", "mxf_remote").splitlines()
     if not changed:
         return f"commit {commit}, mxf_remote/ as committed"
-    return (f"commit {commit} with {len(changed)} file(s) of mxf_remote/ changed or new in the"
-            " working tree (measured as they were)")
+    return (
+        f"commit {commit} with {len(changed)} file(s) of mxf_remote/ changed or new in the"
+        " working tree (measured as they were)"
+    )
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every batch (3)")
-    parser.add_argument("--count", type=int, default=60,
-                        help="deliveries per batch at concurrency 20 and 50 (60)")
-    parser.add_argument("--serial", type=int, default=20,
-                        help="deliveries per batch at concurrency 1 (20)")
-    parser.add_argument("--concurrency", default="1,20,50",
-                        help="concurrencies, comma-separated, the first 1 (1,20,50)")
-    parser.add_argument("--handoff-runs", type=int, default=30,
-                        help="traced deliveries per handoff variant (30)")
+    parser.add_argument(
+        "--count", type=int, default=60, help="deliveries per batch at concurrency 20 and 50 (60)"
+    )
+    parser.add_argument(
+        "--serial", type=int, default=20, help="deliveries per batch at concurrency 1 (20)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        default="1,20,50",
+        help="concurrencies, comma-separated, the first 1 (1,20,50)",
+    )
+    parser.add_argument(
+        "--handoff-runs", type=int, default=30, help="traced deliveries per handoff variant (30)"
+    )
     parser.add_argument("--modes", default="a,b", help="tables: a (clear), b (STARTTLS)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="the markdown file written")
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -914,15 +970,21 @@ def reference_rows(world: World) -> list[Row]:
     """``python -c pass``, ``python -I -S -c pass``, and C qmail-remote (if built)."""
     rows = [
         Row("pass", "`python -c pass`", lambda host: [PYTHON, "-c", "pass"]),
-        Row("isolated", "`python -I -S -c pass`",
-            lambda host: [PYTHON, "-I", "-S", "-c", "pass"]),
+        Row("isolated", "`python -I -S -c pass`", lambda host: [PYTHON, "-I", "-S", "-c", "pass"]),
     ]
     if world.c_qmail_remote is None:
         rows.append(Row("c", "C qmail-remote", absent="not built"))
     else:
-        rows.append(Row("c", "C qmail-remote", absent=(
-            f"found at {world.c_qmail_remote}, not measured: its qmail home is compiled in,"
-            " so it cannot be given this bench's control files")))
+        rows.append(
+            Row(
+                "c",
+                "C qmail-remote",
+                absent=(
+                    f"found at {world.c_qmail_remote}, not measured: its qmail home is compiled in,"
+                    " so it cannot be given this bench's control files"
+                ),
+            )
+        )
     return rows
 
 
@@ -934,24 +996,42 @@ def make_mode(world: World, key: str) -> Mode:
     base = world.tmp / f"home-{key}"
 
     def home(name: str, server: Remoted | None) -> Path:
-        return make_home(base / name, port=port, protocols=protocols,
-                         socket_path=server.socket_path if server else None)
+        return make_home(
+            base / name,
+            port=port,
+            protocols=protocols,
+            socket_path=server.socket_path if server else None,
+        )
 
     rows = [
         Row("cold", "cold: no `control/remotedsocket`", launcher, home("cold", None)),
-        Row("warm", "warm: mxf-remoted, our client in the launcher's process", launcher,
-            home("warm", world.warm_server), world.warm_server),
-        Row("exec", "warm: mxf-remoted `--exec-clients`", launcher,
-            home("exec", world.exec_server), world.exec_server),
+        Row(
+            "warm",
+            "warm: mxf-remoted, our client in the launcher's process",
+            launcher,
+            home("warm", world.warm_server),
+            world.warm_server,
+        ),
+        Row(
+            "exec",
+            "warm: mxf-remoted `--exec-clients`",
+            launcher,
+            home("exec", world.exec_server),
+            world.exec_server,
+        ),
         *reference_rows(world),
     ]
     if key == "a":
-        title = (f"clear SMTP: `control/protocols` = `smtp:{port}:0:N:N:mxf-remote-smtpc`,"
-                 f" route `:[127.0.0.1]:{port}`")
+        title = (
+            f"clear SMTP: `control/protocols` = `smtp:{port}:0:N:N:mxf-remote-smtpc`,"
+            f" route `:[127.0.0.1]:{port}`"
+        )
     else:
-        title = ("the default `control/protocols`: SMTP with STARTTLS through"
-                 " `mxf-remote-ucspitlsc` (the sink offers STARTTLS), route"
-                 f" `:[127.0.0.1]:{port}`")
+        title = (
+            "the default `control/protocols`: SMTP with STARTTLS through"
+            " `mxf-remote-ucspitlsc` (the sink offers STARTTLS), route"
+            f" `:[127.0.0.1]:{port}`"
+        )
     return Mode(key, title, sink, "127.0.0.1", rows)
 
 
@@ -964,11 +1044,17 @@ def routed_variants(world: World) -> Variants:
     protocols = f"smtp:{port}:0:N:N:mxf-remote-smtpc\n"
     variants: Variants = {}
     for name, server in (("cold", None), ("warm", world.warm_server)):
-        home = make_home(world.tmp / "home-handoff" / name, port=port, protocols=protocols,
-                         socket_path=server.socket_path if server else None)
+        home = make_home(
+            world.tmp / "home-handoff" / name,
+            port=port,
+            protocols=protocols,
+            socket_path=server.socket_path if server else None,
+        )
         variants[f"{name}, routed"] = (
-            launcher("bench.example"), {"PATH": "/usr/bin:/bin", "MXF_QMAIL": str(home)},
-            "127.0.0.1")
+            launcher("bench.example"),
+            {"PATH": "/usr/bin:/bin", "MXF_QMAIL": str(home)},
+            "127.0.0.1",
+        )
     return variants
 
 
@@ -976,13 +1062,18 @@ def dns_variants(world: World, dns_env: dict[str, str]) -> Variants:
     """Cold and warm, clear SMTP, to the healthy exchanger found through DNS."""
     variants: Variants = {}
     for name, server in (("cold", None), ("warm", world.warm_server)):
-        home = make_home(world.tmp / "home-handoff" / f"dns-{name}", port=25,
-                         protocols="smtp:25:0:N:N:mxf-remote-smtpc\n",
-                         socket_path=server.socket_path if server else None, route=False)
+        home = make_home(
+            world.tmp / "home-handoff" / f"dns-{name}",
+            port=25,
+            protocols="smtp:25:0:N:N:mxf-remote-smtpc\n",
+            socket_path=server.socket_path if server else None,
+            route=False,
+        )
         variants[f"{name}, healthy (DNS)"] = (
             launcher(f"healthy.{DOMAIN}"),
             {"PATH": "/usr/bin:/bin", "MXF_QMAIL": str(home), **dns_env},
-            HEALTHY[0][0])
+            HEALTHY[0][0],
+        )
     return variants
 
 
@@ -1000,8 +1091,9 @@ class Results:
     """mxf-remoted's exit statuses after SIGTERM."""
 
 
-def measure_handoffs(world: World, options: argparse.Namespace, results: Results,
-                     dns_possible: bool) -> None:
+def measure_handoffs(
+    world: World, options: argparse.Namespace, results: Results, dns_possible: bool
+) -> None:
     """The traced deliveries: routed always, through knot when there is a namespace."""
     variants = routed_variants(world)
     results.handoff_key = "warm, routed"
@@ -1025,18 +1117,21 @@ def measure_handoffs(world: World, options: argparse.Namespace, results: Results
             results.handoff_key = "warm, healthy (DNS)"
             results.dns_note += (
                 " Healthy (DNS): a real knotd, MX 10 with AAAA and A, both listening (IPv6"
-                " wins); the warm server's DNS cache holds the answers after the warm-up.")
+                " wins); the warm server's DNS cache holds the answers after the warm-up."
+            )
         with Watch() as watch:
-            results.handoffs = run_handoffs(variants, options.handoff_runs,
-                                            write_message(world.tmp), world.tmp, world.keep)
+            results.handoffs = run_handoffs(
+                variants, options.handoff_runs, write_message(world.tmp), world.tmp, world.keep
+            )
         results.handoff_machine = watch.state
     finally:
         if knot is not None:
             knot.stop()
 
 
-def measure(options: argparse.Namespace, tmp: Path, netns_problem: str | None,
-            began: float) -> Results:
+def measure(
+    options: argparse.Namespace, tmp: Path, netns_problem: str | None, began: float
+) -> Results:
     """Start the sinks and servers, run the tables and the handoffs, stop everything."""
     from tests import tlskit
 
@@ -1059,14 +1154,24 @@ def measure(options: argparse.Namespace, tmp: Path, netns_problem: str | None,
         started.append(warm_server)
         exec_server = Remoted(tmp / "server-exec", sockets / "exec.sock", "--exec-clients")
         started.append(exec_server)
-        world = World(tmp, clear_sink, tls_sink, warm_server, exec_server,
-                      find_c_qmail_remote(), {p.pid for p in started})
+        world = World(
+            tmp,
+            clear_sink,
+            tls_sink,
+            warm_server,
+            exec_server,
+            find_c_qmail_remote(),
+            {p.pid for p in started},
+        )
         for key in options.modes:
             mode = make_mode(world, key)
             results.modes[key] = mode
             run_mode(mode, options, tmp, world.keep)
-            print(f"bench: table {key} done ({time.monotonic() - began:.0f} s)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"bench: table {key} done ({time.monotonic() - began:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         if options.handoff_runs > 0:
             measure_handoffs(world, options, results, netns_problem is None)
     finally:
@@ -1077,19 +1182,24 @@ def measure(options: argparse.Namespace, tmp: Path, netns_problem: str | None,
     return results
 
 
-def report(results: Results, options: argparse.Namespace, header: list[str],
-           elapsed: float) -> str:
+def report(results: Results, options: argparse.Namespace, header: list[str], elapsed: float) -> str:
     """The markdown: the tables, the handoff, the targets."""
     text = [*header]
     for mode in results.modes.values():
         text += [*mode_table(mode, options), ""]
     if results.handoffs and results.handoff_machine is not None:
-        text += [*handoff_table(results.handoffs, options.handoff_runs,
-                                results.handoff_machine, results.dns_note), ""]
+        text += [
+            *handoff_table(
+                results.handoffs, options.handoff_runs, results.handoff_machine, results.dns_note
+            ),
+            "",
+        ]
     text += [*targets(results.modes, results.handoffs, options, results.handoff_key), ""]
     statuses = ", ".join(str(status) for status in results.statuses)
-    text.append(f"The whole run took {elapsed:.0f} s; both mxf-remoted stopped on SIGTERM,"
-                f" exit statuses {statuses}.")
+    text.append(
+        f"The whole run took {elapsed:.0f} s; both mxf-remoted stopped on SIGTERM,"
+        f" exit statuses {statuses}."
+    )
     return "\n".join(text) + "\n"
 
 
@@ -1112,8 +1222,12 @@ def main() -> int:
         f"- {compiled}.",
         f"- Programs: `{BIN}/mxf-remote`, `mxf-remoted` and the clients beside them;"
         f" {tree_state()}.",
-        "- Network: " + ("a private network namespace, loopback only." if netns_problem is None
-                         else f"the host's loopback (no private namespace: {netns_problem})."),
+        "- Network: "
+        + (
+            "a private network namespace, loopback only."
+            if netns_problem is None
+            else f"the host's loopback (no private namespace: {netns_problem})."
+        ),
         f"- Options: {' '.join(sys.argv[1:]) or '(the defaults)'}.",
         "",
     ]

@@ -12,7 +12,9 @@ Shared module-scoped servers, each made from a variable of the module that uses 
 * ``knot``: a ``KnotServer`` serving the module's ``ZONES`` (origin → zone text), and
   answering SERVFAIL for its ``SERVFAIL_ZONES`` when it has them;
 * ``listeners``: ``remotekit.Listeners`` greeting on the module's ``LISTENERS``
-  (``(address, port)`` pairs).
+  (``(address, port)`` pairs);
+* ``sink`` (and ``arrivals``, the same emptied for each test): one aiosmtpd on port 25 of
+  each of the module's ``SINK_ADDRESSES``.
 
 Both need the private network namespace (the ``netns`` fixture).  A module that needs
 something else (a knot with other options, listeners per test) defines its own fixture
@@ -38,6 +40,7 @@ from tests.infra.netns import enter_private_netns, nft_available
 if TYPE_CHECKING:
     from tests.infra.knot import KnotServer
     from tests.remotekit import Listeners
+    from tests.sinkkit import SmtpSink
 
 NETNS_PROBLEM = enter_private_netns()
 NFT_PROBLEM = nft_available() if NETNS_PROBLEM is None else NETNS_PROBLEM
@@ -125,6 +128,28 @@ def listeners(request: pytest.FixtureRequest, netns: None) -> Iterator[Listeners
         yield servers
     finally:
         servers.close()
+
+
+@pytest.fixture(scope="module")
+def sink(request: pytest.FixtureRequest, netns: None) -> Iterator[SmtpSink]:
+    """One aiosmtpd (``sinkkit.SmtpSink``) on port 25 of each of the module's
+    ``SINK_ADDRESSES``."""
+    from tests.sinkkit import SmtpSink
+
+    server = SmtpSink()
+    try:
+        for address in _module_setting(request, "SINK_ADDRESSES"):
+            server.listen(address, 25)
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def arrivals(sink: SmtpSink) -> SmtpSink:
+    """The module's sink, emptied for this test."""
+    sink.arrivals.clear()
+    return sink
 
 
 @pytest.fixture

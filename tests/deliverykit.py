@@ -29,13 +29,23 @@ def clear_text_home(tmp_path: Path) -> QmailHome:
 
 
 def deliver(
-    home: QmailHome, host: str, knot: KnotServer, *, recipients: tuple[str, ...],
-    message: bytes = MESSAGE, sender: str = SENDER,
+    home: QmailHome,
+    host: str,
+    knot: KnotServer,
+    *,
+    recipients: tuple[str, ...],
+    message: bytes = MESSAGE,
+    sender: str = SENDER,
 ) -> Delivery:
     """One delivery through the installed mxf-remote, with the clients off PATH."""
     delivery = run_remote(
-        home, host, env={**knot.env, "PATH": PATH_WITHOUT_CLIENTS}, recipients=recipients,
-        sender=sender, message=message, timeout=60,
+        home,
+        host,
+        env={**knot.env, "PATH": PATH_WITHOUT_CLIENTS},
+        recipients=recipients,
+        sender=sender,
+        message=message,
+        timeout=60,
     )
     assert delivery.stderr == b""
     assert delivery.returncode == 0
@@ -44,5 +54,6 @@ def deliver(
 
 def attempts(delivery: Delivery) -> list[tuple[str, str, int]]:
     """(protocol, address, port) of every connection attempt, in order."""
-    return [(e["protocol"], e["address"], e["port"]) for e in delivery.trace
-            if e["event"] == "attempt"]
+    return [
+        (e["protocol"], e["address"], e["port"]) for e in delivery.trace if e["event"] == "attempt"
+    ]

@@ -51,8 +51,9 @@ class RemotedServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=measured({"PATH": os.environ.get("PATH", os.defpath),
-                              "MXF_QMAIL": str(self.root)}),
+                env=measured(
+                    {"PATH": os.environ.get("PATH", os.defpath), "MXF_QMAIL": str(self.root)}
+                ),
             )
         deadline = time.monotonic() + READY_SECONDS
         while not self._accepts():

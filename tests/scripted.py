@@ -150,8 +150,13 @@ class ScriptedConnector:
 def protocol(service: str, port: int, mxps_slice: int, **tls: bool) -> Protocol:
     """A usable protocol whose program is "installed" (a made-up path)."""
     return Protocol(
-        service, port, mxps_slice, tls.get("implicit", False), tls.get("explicit", False),
-        f"prog-{service}", program_path=f"/bin/prog-{service}",
+        service,
+        port,
+        mxps_slice,
+        tls.get("implicit", False),
+        tls.get("explicit", False),
+        f"prog-{service}",
+        program_path=f"/bin/prog-{service}",
     )
 
 
@@ -164,7 +169,10 @@ def control(
 ) -> Control:
     """Control values as read from files, without files."""
     return Control(
-        home="/nonexistent", timeout_connect=timeout, connect_delay=delay, timeout_dns=dns,
+        home="/nonexistent",
+        timeout_connect=timeout,
+        connect_delay=delay,
+        timeout_dns=dns,
         protocols=protocols or (SMTP,),
     )
 

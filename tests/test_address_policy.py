@@ -104,9 +104,7 @@ class TestSourceFilesHostile:
             ("outgoingip6", "\n", "empty, expected an IPv6 address (:: for the system"),
         ],
     )
-    def test_malformed_first_line(
-        self, tmp_path: Path, name: str, text: str, problem: str
-    ) -> None:
+    def test_malformed_first_line(self, tmp_path: Path, name: str, text: str, problem: str) -> None:
         """Garbage, a prefix, a blank, the wrong family or nothing: line 1 is named."""
         detail = control_error(tmp_path, **{name: text})
         assert detail.startswith(f"control/{name} line 1: {problem}")
@@ -162,15 +160,15 @@ class TestSourceFiles:
 
     def test_first_line_canonical_later_lines_ignored(self, tmp_path: Path) -> None:
         """The first line, trailing blanks stripped, in canonical form; line 2 is not read."""
-        home = home_with(
-            tmp_path, outgoingip="127.0.0.1 \t\ngarbage\n", outgoingip6="0::0:1\n"
-        )
+        home = home_with(tmp_path, outgoingip="127.0.0.1 \t\ngarbage\n", outgoingip6="0::0:1\n")
         assert read_sources(str(home)) == Sources("127.0.0.1", "::1")
 
     def test_local_addresses_pass_the_check(self, tmp_path: Path) -> None:
         """Addresses of this machine are accepted by prepare and given to the dispatch."""
         home = home_with(
-            tmp_path, protocols="smtp:25:0:N:N:/bin/sh\n", outgoingip="127.0.0.1\n",
+            tmp_path,
+            protocols="smtp:25:0:N:N:/bin/sh\n",
+            outgoingip="127.0.0.1\n",
             outgoingip6="::1\n",
         )
         prepared = prepare("[192.0.2.9]", {"MXF_QMAIL": str(home)}, beside="/nonexistent")

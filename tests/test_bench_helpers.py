@@ -142,9 +142,10 @@ class TestJudge:
     def test_reference_spread_is_the_same_as_its_samples(self) -> None:
         """A reference given as a Spread sets the same limit as its samples."""
         reference = [70.0, 75.0, 80.0, 85.0, 90.0]
-        assert judge(ELEVEN, Spread.of(reference), plus=30).limit == judge(
-            ELEVEN, reference, plus=30
-        ).limit
+        assert (
+            judge(ELEVEN, Spread.of(reference), plus=30).limit
+            == judge(ELEVEN, reference, plus=30).limit
+        )
 
     def test_healthy_plus_margin_shape(self) -> None:
         """silentbest 328 (322..338) against healthy 76.5 + 300 is met."""

@@ -47,7 +47,8 @@ def test_the_wrong_name(pki: tuple[list[bytes], list[bytes], Path]) -> None:
     """Another name than the certificate's: not verified, OpenSSL says why."""
     leaf, _, cafile = pki
     assert check_chain(leaf, "other.example.test", ("CAFILE", str(cafile))) == (
-        False, "hostname mismatch"
+        False,
+        "hostname mismatch",
     )
 
 

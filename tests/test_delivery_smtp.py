@@ -77,27 +77,8 @@ TRICKY = (
 )
 
 
-@pytest.fixture(scope="module")
-def sink() -> Iterator[SmtpSink]:
-    """aiosmtpd on the IPv4 and IPv6 aiosmtpd exchangers and the second busy/refused MX."""
-    from tests.conftest import NETNS_PROBLEM
-
-    if NETNS_PROBLEM is not None:
-        pytest.skip(f"no private network namespace: {NETNS_PROBLEM}")
-    server = SmtpSink()
-    try:
-        for address in (AIOSMTPD, AIOSMTPD6, SECOND):
-            server.listen(address, 25)
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def arrivals(sink: SmtpSink) -> SmtpSink:
-    """The sink, emptied for this test."""
-    sink.arrivals.clear()
-    return sink
+SINK_ADDRESSES = (AIOSMTPD, AIOSMTPD6, SECOND)
+"""Where the module's sink (conftest.py) listens, on port 25."""
 
 
 @pytest.fixture(scope="module")

@@ -93,6 +93,29 @@ TABLE = [
 SPECIALS = b' "(),:;<>@[\\]'
 
 
+def outside_the_quotes(address: bytes, wire: bytes) -> bytes:
+    """The bytes of ``wire`` outside its local part's quotes (the domain counts as outside).
+
+    The domain goes out as it is (it may hold a ``"`` inside an address literal), so only
+    the local part is read as quoted text; the quotes there must be balanced.
+    """
+    _, at, domain = address.rpartition(b"@")
+    local_wire = wire[: len(wire) - len(domain)] if at else wire
+    outside = bytearray()
+    quoted = escaped = False
+    for byte in local_wire:
+        if escaped:
+            escaped = False
+        elif quoted and byte == ord("\\"):
+            escaped = True
+        elif byte == ord('"'):
+            quoted = not quoted
+        elif not quoted:
+            outside.append(byte)
+    assert not quoted
+    return bytes(outside) + (domain if at else b"")
+
+
 class TestQuoteNeed:
     """quote_need is quote.c's, byte for byte."""
 
@@ -154,19 +177,7 @@ class TestSmtpPath:
         """Whatever the address, a sendable one cannot end the path or add a parameter."""
         if path_problem(address) is not None:
             return
-        wire = smtp_path(address)
-        outside_quotes = bytearray()
-        quoted = escaped = False
-        for byte in wire:
-            if escaped:
-                escaped = False
-            elif quoted and byte == ord("\\"):
-                escaped = True
-            elif byte == ord('"'):
-                quoted = not quoted
-            elif not quoted:
-                outside_quotes.append(byte)
-        assert not quoted
+        outside_quotes = outside_the_quotes(address, smtp_path(address))
         assert not any(b in b"<> \r\n" or b < 32 for b in outside_quotes)
 
 
@@ -274,18 +285,7 @@ class TestSmtputf8Path:
         if path_problem(address) is not None:
             return
         wire = smtp_path(address, smtputf8=True)
-        outside_quotes = bytearray()
-        quoted = escaped = False
-        for byte in wire:
-            if escaped:
-                escaped = False
-            elif quoted and byte == ord("\\"):
-                escaped = True
-            elif byte == ord('"'):
-                quoted = not quoted
-            elif not quoted:
-                outside_quotes.append(byte)
-        assert not quoted
+        outside_quotes = outside_the_quotes(address, wire)
         assert not any(b in b"<> \r\n" or b < 32 for b in outside_quotes)
         local_outside = outside_quotes.rpartition(b"@")[0] if b"@" in wire else outside_quotes
         text = bytes(local_outside).decode("utf-8", "surrogateescape")

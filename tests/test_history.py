@@ -51,8 +51,9 @@ def history(clock: Clock) -> History:
     return History(clock)
 
 
-def fail_twice(history: History, clock: Clock, kind: Fate = Fate.TIMED_OUT,
-               error: str | None = None) -> None:
+def fail_twice(
+    history: History, clock: Clock, kind: Fate = Fate.TIMED_OUT, error: str | None = None
+) -> None:
     """Two failures, TOLERANCE apart (the second counts)."""
     history.learn([fate(kind, error=error)])
     clock.now += TOLERANCE
@@ -83,9 +84,7 @@ class TestRules:
         history.learn([fate(Fate.TIMED_OUT)])
         assert not history.penalized(ADDRESS, 25)
 
-    @pytest.mark.parametrize(
-        "error", ["ETIMEDOUT", "ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH"]
-    )
+    @pytest.mark.parametrize("error", ["ETIMEDOUT", "ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH"])
     def test_connect_errors_that_count(self, history: History, clock: Clock, error: str) -> None:
         """Timed out, refused (as s/qmail), unreachable: they count."""
         fail_twice(history, clock, Fate.FAILED, error)
@@ -150,8 +149,14 @@ class TestInTheRace:
         loop = VirtualClockLoop()
         try:
             result = loop.run_until_complete(
-                dispatch(Destination("example.test", (SMTP,)), control(), ScriptedLookup(dns),
-                         local=frozenset(), connect=connector, penalized=penalized)
+                dispatch(
+                    Destination("example.test", (SMTP,)),
+                    control(),
+                    ScriptedLookup(dns),
+                    local=frozenset(),
+                    connect=connector,
+                    penalized=penalized,
+                )
             )
         finally:
             loop.close()

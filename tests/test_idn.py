@@ -9,7 +9,6 @@ envelope goes out and is stored as UTF-8.  Reports name the host as it was given
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,27 +41,8 @@ RECIPIENT = "j\u00f6rg@fa\u00df.idn.test"
 """jörg@faß.idn.test"""
 
 
-@pytest.fixture(scope="module")
-def sink() -> Iterator[SmtpSink]:
-    """aiosmtpd (SMTPUTF8 offered) on the exchanger's two addresses and on the decoy."""
-    from tests.conftest import NETNS_PROBLEM
-
-    if NETNS_PROBLEM is not None:
-        pytest.skip(f"no private network namespace: {NETNS_PROBLEM}")
-    server = SmtpSink()
-    try:
-        for address in (EXCHANGER, EXCHANGER6, DECOY):
-            server.listen(address, 25)
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def arrivals(sink: SmtpSink) -> SmtpSink:
-    """The sink, emptied for this test."""
-    sink.arrivals.clear()
-    return sink
+SINK_ADDRESSES = (EXCHANGER, EXCHANGER6, DECOY)
+"""Where the module's sink (conftest.py) listens, on port 25."""
 
 
 @pytest.fixture

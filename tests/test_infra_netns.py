@@ -107,7 +107,12 @@ def _interpreter_problem(prefix: tuple[str, ...], env: dict[str, str]) -> str | 
     """Why this interpreter cannot run the child under `prefix`, or None when it can."""
     proc = subprocess.run(
         [*prefix, sys.executable, "-c", f"import {CHILD_IMPORTS}"],
-        capture_output=True, text=True, timeout=60, env=env, cwd="/", check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd="/",
+        check=False,
     )
     if proc.returncode == 0:
         return None

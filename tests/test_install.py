@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -125,26 +124,8 @@ def outside_private_netns() -> list[str]:
     return prefix
 
 
-@pytest.fixture(scope="module")
-def sink() -> Iterator[SmtpSink]:
-    """aiosmtpd on port 25 of the test address the deliveries go to."""
-    from tests.conftest import NETNS_PROBLEM
-
-    if NETNS_PROBLEM is not None:
-        pytest.skip(f"no private network namespace: {NETNS_PROBLEM}")
-    server = SmtpSink()
-    try:
-        server.listen(SINK, 25)
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def arrivals(sink: SmtpSink) -> SmtpSink:
-    """The sink, emptied for this test."""
-    sink.arrivals.clear()
-    return sink
+SINK_ADDRESSES = (SINK,)
+"""Where the module's sink (conftest.py) listens, on port 25."""
 
 
 def assert_delivered(done: subprocess.CompletedProcess[bytes], sink: SmtpSink) -> None:

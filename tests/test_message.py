@@ -10,9 +10,7 @@ from hypothesis import strategies as st
 
 from mxf_remote.clients.message import Message, encode_smtp_data
 
-LINE_BYTES = st.binary(max_size=60).map(
-    lambda raw: bytes(b"a\r\n."[byte % 4] for byte in raw)
-)
+LINE_BYTES = st.binary(max_size=60).map(lambda raw: bytes(b"a\r\n."[byte % 4] for byte in raw))
 """Messages made of the bytes that matter here: a letter, CR, LF and dot."""
 
 

@@ -1392,7 +1392,9 @@ class TestFacts:
         )
         plan = build_plan(dns(), known, LOCAL)
         assert [t.name for t in plan.facts.targets_from("mx")] == [
-            "a.example", "us.example", "c.example"
+            "a.example",
+            "us.example",
+            "c.example",
         ]
         assert (plan.facts.self_cut, plan.facts.cut_preference) == (True, 20)
         assert {a.exchanger for a in plan.attempts} == {"a.example"}
@@ -1420,8 +1422,9 @@ class TestFacts:
         known = knowledge(mx=status(Status.NODATA), hosts={"example.com": (PENDING, NXDOMAIN)})
         facts = build_plan(dns(), known, LOCAL).facts
         assert facts.targets == (
-            Target("example.com", "implicit", 0, has_addresses=False, temporary=True,
-                   permanent=False),
+            Target(
+                "example.com", "implicit", 0, has_addresses=False, temporary=True, permanent=False
+            ),
         )
 
     def test_null_mx_and_the_cap(self) -> None:
@@ -1443,6 +1446,7 @@ class TestFacts:
         facts = build_plan(make_destination("example.com", DEFAULT, routes), known, LOCAL).facts
         assert (facts.kind, facts.host, facts.mx) == ("route", "[192.0.2.50]", None)
         assert facts.targets == (
-            Target("relay.example", "route", 0, has_addresses=False, temporary=False,
-                   permanent=True),
+            Target(
+                "relay.example", "route", 0, has_addresses=False, temporary=False, permanent=True
+            ),
         )

@@ -32,8 +32,7 @@ def test_everything_from_the_given_environment(tmp_path: Path) -> None:
     """MXF_QMAIL, PATH and MXF_NAMESERVERS come from the mapping given, not os.environ."""
     program = executable(tmp_path / "elsewhere" / "my-smtp")
     home = home_with(tmp_path / "qmail", protocols="smtp:25:0:N:N:my-smtp\n")
-    environ = {"MXF_QMAIL": str(home), "PATH": str(program.parent),
-               "MXF_NAMESERVERS": "192.0.2.53"}
+    environ = {"MXF_QMAIL": str(home), "PATH": str(program.parent), "MXF_NAMESERVERS": "192.0.2.53"}
     assert "my-smtp" not in os.environ.get("PATH", "")
     prepared = prepare("example.org", environ, beside=str(tmp_path / "nowhere"))
     assert isinstance(prepared, Prepared)
@@ -47,8 +46,11 @@ def test_a_relative_program_is_found_from_the_qmail_home(tmp_path: Path) -> None
     """``bin/x`` in control/protocols is the home's bin/x, wherever the caller runs."""
     home = home_with(tmp_path, protocols="smtp:25:0:N:N:bin/x\n")
     executable(home / "bin" / "x")
-    prepared = prepare("example.org", {"MXF_QMAIL": str(home), "MXF_NAMESERVERS": "192.0.2.53"},
-                       beside="/nonexistent")
+    prepared = prepare(
+        "example.org",
+        {"MXF_QMAIL": str(home), "MXF_NAMESERVERS": "192.0.2.53"},
+        beside="/nonexistent",
+    )
     assert isinstance(prepared, Prepared)
     assert prepared.destination.protocols[0].program_path == str(home / "bin" / "x")
 
@@ -57,8 +59,9 @@ def test_a_literal_needs_no_nameservers(tmp_path: Path) -> None:
     """A literal never reads MXF_NAMESERVERS, even a broken one."""
     executable(tmp_path / "bin" / "x")
     home = home_with(tmp_path, protocols="smtp:25:0:N:N:bin/x\n")
-    prepared = prepare("[192.0.2.9]", {"MXF_QMAIL": str(home), "MXF_NAMESERVERS": "junk"},
-                       beside="/nonexistent")
+    prepared = prepare(
+        "[192.0.2.9]", {"MXF_QMAIL": str(home), "MXF_NAMESERVERS": "junk"}, beside="/nonexistent"
+    )
     assert isinstance(prepared, Prepared) and prepared.nameservers == []
 
 
@@ -66,10 +69,18 @@ def test_a_literal_needs_no_nameservers(tmp_path: Path) -> None:
     ("control", "environ", "wanted", "why"),
     [
         ({"protocols": "smtp:25:0:N\n"}, {}, "control", "cannot read the control files in "),
-        ({"protocols": "smtp:25:0:N:N:/nonexistent/x\n"}, {}, "protocols",
-         "no usable mail protocol in control/protocols (smtp: program /nonexistent/x is not"),
-        ({"protocols": "smtp:25:0:N:N:/bin/true\n"}, {"MXF_NAMESERVERS": "not-an-address"},
-         "nameservers", "MXF_NAMESERVERS: "),
+        (
+            {"protocols": "smtp:25:0:N:N:/nonexistent/x\n"},
+            {},
+            "protocols",
+            "no usable mail protocol in control/protocols (smtp: program /nonexistent/x is not",
+        ),
+        (
+            {"protocols": "smtp:25:0:N:N:/bin/true\n"},
+            {"MXF_NAMESERVERS": "not-an-address"},
+            "nameservers",
+            "MXF_NAMESERVERS: ",
+        ),
     ],
 )
 def test_stopped_with_a_report_and_a_sentence(

@@ -70,7 +70,9 @@ def home(tmp_path: Path) -> QmailHome:
 def handed_off(delivery: Delivery) -> dict[str, str]:
     """The exec'd program's environment, after checking that the delivery went through."""
     assert (delivery.stdout, delivery.stderr, delivery.returncode) == (
-        b"Krecorder got it\n\0", b"", 0
+        b"Krecorder got it\n\0",
+        b"",
+        0,
     )
     assert delivery.record is not None
     env: dict[str, str] = delivery.record["env"]
@@ -110,9 +112,7 @@ class TestSourceAddresses:
         delivery = run_remote(home, "dual.fam.test", env=knot.env)
         env = handed_off(delivery)
         assert (env["TCPREMOTEIP"], env["TCPLOCALIP"]) == ("127.0.5.1", SOURCE4)
-        assert [e["source_address"] for e in delivery.trace if e["event"] == "attempt"] == [
-            SOURCE4
-        ]
+        assert [e["source_address"] for e in delivery.trace if e["event"] == "attempt"] == [SOURCE4]
         assert not any(rtype == "AAAA" for _, rtype in asked(delivery))
 
     def test_only_the_configured_family_is_bound(self, home: QmailHome, knot: KnotServer) -> None:
@@ -156,9 +156,7 @@ class TestSourceAddresses:
     ) -> None:
         """The best MX is the bound source address: qmail's "I'm listed as best MX" D."""
         home.control("outgoingip", f"{SOURCE4}\n")
-        assert_report(
-            run_remote(home, "us.fam.test", env=knot.env), report.WE_ARE_BEST_MX.encode()
-        )
+        assert_report(run_remote(home, "us.fam.test", env=knot.env), report.WE_ARE_BEST_MX.encode())
 
 
 @pytest.mark.usefixtures("netns", "listeners")

@@ -95,8 +95,12 @@ def start_delivery(home: QmailHome, host: str, knot: KnotServer) -> subprocess.P
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={"PATH": os.environ["PATH"], "MXF_QMAIL": str(home.root),
-                 "MXF_TEST_RECORD": str(home.root / "record.json"), **knot.env},
+            env={
+                "PATH": os.environ["PATH"],
+                "MXF_QMAIL": str(home.root),
+                "MXF_TEST_RECORD": str(home.root / "record.json"),
+                **knot.env,
+            },
         )
 
 
@@ -123,8 +127,16 @@ class TestServed:
         warm = deliver(through(server, home), "ok.warm.test", knot, extra_args=("x@y",))
         assert not served(cold) and served(warm)
         assert cold.record is not None and warm.record is not None
-        for key in ("argv", "fds", "fd0_offset", "sigmask", "fd6_blocking", "fd7_blocking",
-                    "fd6_fd7_same_socket", "fd6_cloexec"):
+        for key in (
+            "argv",
+            "fds",
+            "fd0_offset",
+            "sigmask",
+            "fd6_blocking",
+            "fd7_blocking",
+            "fd6_fd7_same_socket",
+            "fd6_cloexec",
+        ):
             assert warm.record[key] == cold.record[key], key
         cold_env, warm_env = dict(cold.record["env"]), dict(warm.record["env"])
         for env in (cold_env, warm_env):
@@ -174,9 +186,7 @@ class TestStartTls:
     """The default SMTP (STARTTLS through our ucspitlsc): the server forks the TLS engine."""
 
     @pytest.mark.parametrize("exec_clients", [False, True], ids=["warm-engine", "exec"])
-    def test_starttls_delivery(
-        self, tmp_path: Path, knot: KnotServer, exec_clients: bool
-    ) -> None:
+    def test_starttls_delivery(self, tmp_path: Path, knot: KnotServer, exec_clients: bool) -> None:
         """Delivered over TLS, byte for byte; the engine comes from the server's TLS
         forker unless --exec-clients; no engine is left behind."""
         from tests.sinkkit import SmtpSink
@@ -187,8 +197,9 @@ class TestStartTls:
         sink = SmtpSink("127.0.7.4", SMTP_PORT, certs.named_context("mx.tls.warm.test"))
         own: RemotedServer | None = None
         try:
-            own = RemotedServer(*(["--exec-clients"] if exec_clients else []),
-                                directory=tmp_path / "server")
+            own = RemotedServer(
+                *(["--exec-clients"] if exec_clients else []), directory=tmp_path / "server"
+            )
             home = QmailHome(tmp_path / "qmail")
             home.control("protocols", f"smtp:{SMTP_PORT}:0:N:Y:mxf-remote-smtpc\n")
             home.control("me", "warm.test\n")
@@ -320,9 +331,12 @@ class TestFallBack:
         """control/remotedsocket that is not an absolute path: Z naming file and line."""
         home.control("remotedsocket", "remoted.sock\n")
         delivery = deliver(home, "ok.warm.test", knot)
-        assert delivery.stdout == report.control_error(
-            "control/remotedsocket line 1: 'remoted.sock' is not an absolute path"
-        ).encode()
+        assert (
+            delivery.stdout
+            == report.control_error(
+                "control/remotedsocket line 1: 'remoted.sock' is not an absolute path"
+            ).encode()
+        )
 
 
 class TestFaults:
@@ -341,7 +355,9 @@ class TestFaults:
             doomed.kill()
             stdout, stderr = delivery.communicate(timeout=10)
             assert (stdout, stderr, delivery.returncode) == (
-                report.server_gone("the server closed the connection").encode(), b"", 0
+                report.server_gone("the server closed the connection").encode(),
+                b"",
+                0,
             )
             doomed.restart()
             assert "another server" not in doomed.log_text()
@@ -365,7 +381,8 @@ class TestFaults:
         while len(server.descriptor_targets()) > len(before) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(server.descriptor_targets()) <= len(before), (
-            before, server.descriptor_targets()
+            before,
+            server.descriptor_targets(),
         )
 
     @pytest.mark.usefixtures("listeners")
@@ -406,9 +423,20 @@ class TestFaults:
         os.chmod(server.socket, 0o666)
         try:
             done = subprocess.run(
-                [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-                 "/usr/bin/python3", "-c", code, server.socket],
-                capture_output=True, text=True, timeout=20, check=False,
+                [
+                    setpriv,
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "/usr/bin/python3",
+                    "-c",
+                    code,
+                    server.socket,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
             )
         finally:
             os.chmod(server.socket, 0o600)
@@ -436,14 +464,26 @@ class TestHistory:
             assert delivery.stdout == report.NO_CONNECTION.encode()
             probe = os.path.join(os.path.dirname(sys.executable), "mxf-remote-probe")
             env = {"PATH": os.environ["PATH"], "MXF_QMAIL": str(home.root), **knot.env}
-            done = subprocess.run([probe, "--json", "ok.warm.test"], capture_output=True,
-                                  text=True, env=env, timeout=30, check=False)
+            done = subprocess.run(
+                [probe, "--json", "ok.warm.test"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=30,
+                check=False,
+            )
             history = json.loads(done.stdout)["history"]
             assert [(e["address"], e["port"], e["failures"], e["penalized"]) for e in history] == [
                 (SILENT, SMTP_PORT, 1, False)
             ]
-            text = subprocess.run([probe, "ok.warm.test"], capture_output=True, text=True,
-                                  env=env, timeout=30, check=False).stdout
+            text = subprocess.run(
+                [probe, "ok.warm.test"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=30,
+                check=False,
+            ).stdout
             assert f"{SILENT} port {SMTP_PORT}: 1 failure(s)" in text
         finally:
             own.close()
@@ -457,8 +497,14 @@ class TestHistory:
 
         probe = os.path.join(os.path.dirname(sys.executable), "mxf-remote-probe")
         env = {"PATH": os.environ["PATH"], "MXF_QMAIL": str(home.root), **knot.env}
-        done = subprocess.run([probe, "--json", "nowhere.warm.test"], capture_output=True,
-                              text=True, env=env, timeout=30, check=False)
+        done = subprocess.run(
+            [probe, "--json", "nowhere.warm.test"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+            check=False,
+        )
         assert json.loads(done.stdout)["history"] is None
 
 

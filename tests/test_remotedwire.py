@@ -79,8 +79,12 @@ class TestMessages:
         message = wire.encode_handoff(b"/var/qmail", [b"/bin/x", b"h"], [b"A=1"], b"smtp")
         payload = wire.unwrap(message)
         assert payload[:1] == wire.HANDOFF
-        assert wire.decode_handoff(payload[1:]) == (b"/var/qmail", [b"/bin/x", b"h"], [b"A=1"],
-                                                     b"smtp")
+        assert wire.decode_handoff(payload[1:]) == (
+            b"/var/qmail",
+            [b"/bin/x", b"h"],
+            [b"A=1"],
+            b"smtp",
+        )
 
     def test_an_unknown_in_process_client_is_refused(self) -> None:
         """Only our own clients may run in the launcher: any other name is Malformed."""

@@ -1214,34 +1214,33 @@ class TestSmtputf8:
         assert reports_of(result.output)[-1].startswith(b"K127.0.0.1 accepted message.")
 
 
-@pytest.fixture(scope="module")
-def aiosmtpd_utf8_server() -> Iterator[tuple[_Sink, int]]:
-    """aiosmtpd with ``enable_SMTPUTF8``: it offers the extension and decodes UTF-8."""
+@contextlib.contextmanager
+def aiosmtpd_with_smtputf8(enabled: bool) -> Iterator[tuple[_Sink, int]]:
+    """aiosmtpd on 127.0.0.1 offering SMTPUTF8 (and decoding UTF-8) or not."""
     from aiosmtpd.controller import Controller
 
     port = free_port()
     sink = _Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
+    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=enabled)
     controller.start()
     try:
         yield sink, port
     finally:
         controller.stop()
+
+
+@pytest.fixture(scope="module")
+def aiosmtpd_utf8_server() -> Iterator[tuple[_Sink, int]]:
+    """aiosmtpd with ``enable_SMTPUTF8``: it offers the extension and decodes UTF-8."""
+    with aiosmtpd_with_smtputf8(True) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def aiosmtpd_ascii_server() -> Iterator[tuple[_Sink, int]]:
     """aiosmtpd without SMTPUTF8 (its Controller offers it unless told not to)."""
-    from aiosmtpd.controller import Controller
-
-    port = free_port()
-    sink = _Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
-    controller.start()
-    try:
-        yield sink, port
-    finally:
-        controller.stop()
+    with aiosmtpd_with_smtputf8(False) as server:
+        yield server
 
 
 class TestAiosmtpdSmtputf8:

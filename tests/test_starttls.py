@@ -82,9 +82,7 @@ def run_smtpc(
     return status, output
 
 
-def converse(
-    script: object, home: str, **kwargs: object
-) -> tuple[tuple[int, bytes], Peer]:
+def converse(script: object, home: str, **kwargs: object) -> tuple[tuple[int, bytes], Peer]:
     """smtpc under ucspitlsc against a scripted peer on a loopback connection."""
     with loopback_pair() as (client, server):
         peer = Peer(server, script)  # type: ignore[arg-type]
@@ -394,9 +392,7 @@ class TestUcspiTlsProtocol:
 
 
 @pytest.fixture(scope="module")
-def postfix_tls(
-    certs: Certs, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[object]:
+def postfix_tls(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """Debian's Postfix offering STARTTLS with a certificate for NAME (skipped when absent)."""
     binaries = postfix_binaries()
     if binaries is None:
@@ -449,4 +445,3 @@ class TestPostfix:
         received, _, stored = content.partition(b"\nFrom: ")
         assert b"(using TLSv1." in received, received
         assert b"From: " + stored == message
-

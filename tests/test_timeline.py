@@ -378,5 +378,6 @@ def test_an_attempt_moved_behind_by_the_history_says_so() -> None:
     fates = tuple(AttemptFate(a, 0.0, 1.0, Fate.FAILED, "ECONNREFUSED") for a in (other, moved))
     events = [e for e in dispatch_events(Dispatched(Lost(fates), plan)) if e["event"] == "attempt"]
     assert [(e["address"], e.get("behind")) for e in events] == [
-        ("192.0.2.2", None), ("192.0.2.1", True)
+        ("192.0.2.2", None),
+        ("192.0.2.1", True),
     ]

@@ -82,14 +82,24 @@ def deliver(home: Path, host: str, env: dict[str, str]) -> None:
         path.unlink(missing_ok=True)
     message = home / "message"
     message.write_bytes(b"Subject: demo\n\nHello.\n")
-    full_env = {**os.environ, **env, "MXF_QMAIL": str(home), "MXF_TRACE": str(trace_path),
-                "DEMO_SINK_LOG": str(sink_log)}
+    full_env = {
+        **os.environ,
+        **env,
+        "MXF_QMAIL": str(home),
+        "MXF_TRACE": str(trace_path),
+        "DEMO_SINK_LOG": str(sink_log),
+    }
     print(f"\n=== mxf-remote {host} demo@example.org postmaster@{host}")
     with open(message, "rb") as stdin:
         started = time.monotonic()
-        done = subprocess.run([MXF_REMOTE, host, "demo@example.org", f"postmaster@{host}"],
-                              stdin=stdin, capture_output=True, env=full_env, timeout=60,
-                              check=False)
+        done = subprocess.run(
+            [MXF_REMOTE, host, "demo@example.org", f"postmaster@{host}"],
+            stdin=stdin,
+            capture_output=True,
+            env=full_env,
+            timeout=60,
+            check=False,
+        )
         wall = time.monotonic() - started
     events = [json.loads(line) for line in trace_path.read_text().splitlines()]
     print("timeline (ms since mxf-remote's main module loaded):")
@@ -100,26 +110,35 @@ def deliver(home: Path, host: str, env: dict[str, str]) -> None:
     attempts = [e for e in events if e["event"] == "attempt"]
     print("plan as raced (attempts in start order):")
     for number, attempt in enumerate(attempts, 1):
-        print(f"  {number}. {attempt['protocol']} {attempt['exchanger']} "
-              f"[{attempt['address']}]:{attempt['port']} (from {attempt['source']})")
+        print(
+            f"  {number}. {attempt['protocol']} {attempt['exchanger']} "
+            f"[{attempt['address']}]:{attempt['port']} (from {attempt['source']})"
+        )
     if sink_log.exists():
         print(sink_log.read_text(), end="")
     handoff = [e for e in events if e["event"] == "handoff"]
     if handoff:
         latency = (handoff[0]["mono"] - started) * 1000
-        print(f"handoff latency: {latency:.0f} ms from process start to execve "
-              f"(whole delivery {wall * 1000:.0f} ms)")
+        print(
+            f"handoff latency: {latency:.0f} ms from process start to execve "
+            f"(whole delivery {wall * 1000:.0f} ms)"
+        )
         if len(attempts) > 1:
-            print(f"  ({len(attempts) - 1} silent address(es) ahead of the winner, "
-                  "each cost one connectdelay of 250 ms, not timeoutconnect)")
+            print(
+                f"  ({len(attempts) - 1} silent address(es) ahead of the winner, "
+                "each cost one connectdelay of 250 ms, not timeoutconnect)"
+            )
     print(f"report on fd 1: {done.stdout!r}; on fd 2: {done.stderr!r}; exit {done.returncode}")
 
 
 def main() -> int:
     """Build the demo world and deliver into it."""
     if NETNS_PROBLEM is not None:
-        print(f"demo: cannot make a private network namespace ({NETNS_PROBLEM}); "
-              "run it as root (tox -e demo)", file=sys.stderr)
+        print(
+            f"demo: cannot make a private network namespace ({NETNS_PROBLEM}); "
+            "run it as root (tox -e demo)",
+            file=sys.stderr,
+        )
         return 1
     with tempfile.TemporaryDirectory(prefix="mxf-demo-") as tmp:
         home = Path(tmp)

@@ -36,8 +36,11 @@ def main() -> int:
     if not missing:
         return 0
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        print(f"system_deps: missing {' '.join(missing)} (need root and apt-get); "
-              "tests that use them will be skipped", file=sys.stderr)
+        print(
+            f"system_deps: missing {' '.join(missing)} (need root and apt-get); "
+            "tests that use them will be skipped",
+            file=sys.stderr,
+        )
         return 0
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     print(f"system_deps: installing {' '.join(missing)}", file=sys.stderr)
@@ -52,7 +55,9 @@ def main() -> int:
     try:
         subprocess.run(
             ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-            env=env, check=False, stdout=subprocess.DEVNULL,
+            env=env,
+            check=False,
+            stdout=subprocess.DEVNULL,
         )
     finally:
         if wrote_policy:

@@ -58,8 +58,9 @@ def main() -> NoReturn:
     """Console entry point of ``mxf-remote``: the server when configured, else in process."""
     try:  # noqa: SIM105 - contextlib costs an import per delivery
         launch(sys.argv)
-    except Exception:  # noqa: S110 - NotTaken, or anything odd before the server took it,
-        pass  # means: deliver in process, as without the server
+    except BaseException:  # noqa: S110 - NotTaken, or anything unexpected at all,
+        pass  # means: deliver in process, as without the server.  Safe even after the
+        # server took the delivery: it never speaks mail, so nothing can be doubled.
     from mxf_remote.remote import main as in_process
 
     in_process()

@@ -325,6 +325,39 @@ class TestFallBack:
         assert delivery.handed_off and not served(delivery)
         assert delivery.seconds < 5
 
+    @pytest.mark.parametrize(
+        "result", [b"x", b"9:R" + b"Zpartial", b"5:Qjunk,"], ids=["garbage", "cut", "unknown"]
+    )
+    def test_a_server_that_takes_it_then_talks_nonsense(
+        self, home: QmailHome, knot: KnotServer, result: bytes
+    ) -> None:
+        """Accepted, then garbage, a cut result or an unknown kind: one Z, nothing else."""
+        path = str(home.root / "fake.sock")
+        fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        fake.bind(path)
+        fake.listen()
+        held: list[socket.socket] = []
+
+        def serve() -> None:
+            connection, _ = fake.accept()
+            held.append(connection)
+            connection.recv(65536)
+            connection.sendall(b"A2:30," + result)
+            connection.shutdown(socket.SHUT_WR)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            delivery = deliver(through(path, home), "ok.warm.test", knot)
+        finally:
+            thread.join(10)
+            for connection in held:
+                connection.close()
+            fake.close()
+        assert delivery.stdout.startswith(b"ZThe mxf-remoted server gave no usable answer: ")
+        assert delivery.stdout.count(b"\0") == 1 and delivery.stdout.endswith(b"\n\0")
+        assert (delivery.stderr, delivery.returncode, delivery.handed_off) == (b"", 0, False)
+
     def test_a_relative_socket_path_is_a_control_file_error(
         self, home: QmailHome, knot: KnotServer
     ) -> None:

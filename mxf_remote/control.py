@@ -34,6 +34,13 @@ from mxf_remote.controlfile import (
     read_lines,
     read_number,
 )
+from mxf_remote.credentials import (
+    AUTHSENDERS,
+    lookup_host,
+    lookup_sender,
+    route_key,
+    split_value,
+)
 
 __all__ = [
     "DEFAULT_HOME",
@@ -44,6 +51,7 @@ __all__ = [
     "Sources",
     "check_sources_local",
     "lookup_route",
+    "lookup_sender_route",
     "parse_address_families",
     "parse_decimal",
     "program_directory",
@@ -211,14 +219,26 @@ def _unusable(protocol: Protocol, reason: str) -> Protocol:
 
 
 class Route(NamedTuple):
-    """Where a routes file sends a host: a relay (name or literal) and maybe a port."""
+    """Where a routes file sends a host: a relay (name or literal) and maybe a port.
+
+    ``user`` is the SMTP AUTH user of a ``relay[:port]|user|password`` line; the password
+    is never kept here (the SMTP client reads it itself, ``credentials.find_credentials``),
+    so no repr, trace or report made from a Route can show it.
+    """
 
     relay: str
     port: int | None
+    user: str | None = None
 
 
 def parse_route_value(name: str, line: int, value: str) -> Route | None:
-    """``relay[:port]`` or ``[ipv6]:port``; an empty value means "no route" (None)."""
+    """``relay[:port]`` or ``[ipv6]:port``, maybe followed by ``|user|password``; an empty
+    value means "no route" (None).
+
+    No error text shows anything after the first ``|`` (the credentials).
+    """
+    entry = split_value(name, line, value)
+    value = entry.route
     if not value:
         return None
     if value.startswith("["):
@@ -239,14 +259,18 @@ def parse_route_value(name: str, line: int, value: str) -> Route | None:
     port = None
     if port_text is not None:
         port = parse_decimal(name, line, port_text, low=1, high=65535, unit="(port)")
-    return Route(relay, port)
+    credentials = entry.credentials
+    user = None if credentials is None else os.fsdecode(credentials.user)
+    return Route(relay, port, user)
 
 
 def parse_routes(lines: list[str], name: str) -> dict[bytes, Route | None]:
     """A routes table keyed by the lower-cased domain or ``.suffix`` (bytes, ASCII case).
 
     As in qmail's ``constmap``: the key is everything before the first colon, lines
-    without a colon are ignored, and for a key given twice the last line wins.
+    without a colon are ignored, and for a key given twice the last line wins.  The same
+    reading makes the ``control/authsenders`` table (keyed by sender, ``@domain`` or
+    ``""``; ``lookup_sender_route``).
     """
     table: dict[bytes, Route | None] = {}
     for number, line in enumerate(lines, start=1):
@@ -257,8 +281,7 @@ def parse_routes(lines: list[str], name: str) -> dict[bytes, Route | None]:
     return table
 
 
-def _route_key(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape").lower()
+_route_key = route_key
 
 
 V = TypeVar("V")
@@ -270,15 +293,16 @@ def lookup_route(table: Mapping[bytes, V], host: str) -> V | None:
     The first key found decides, also when its relay is empty (which means "no route,
     use DNS"): ``.af.mil:`` before ``:heaven.af.mil`` keeps *.af.mil on their MX.  The
     same rules look ``control/addressfamilies`` up (any table keyed by ``_route_key``);
-    None when no key matches.
+    None when no key matches.  (``credentials.lookup_host``: the SMTP client looks its
+    credentials up with the very same function.)
     """
-    key = _route_key(host)
-    if key in table:
-        return table[key]
-    for position, byte in enumerate(key):
-        if byte == ord(".") and key[position:] in table:
-            return table[key[position:]]
-    return table.get(b"")
+    return lookup_host(table, host)
+
+
+def lookup_sender_route(table: Mapping[bytes, Route | None], sender: str) -> Route | None:
+    """The ``control/authsenders`` route of ``sender``: the address, then ``@domain``, then
+    the empty key; the first key found decides; None for no key or an empty relay."""
+    return lookup_sender(table, sender)
 
 
 # ---------------------------------------------------------------------------------------
@@ -407,6 +431,8 @@ class Control(NamedTuple):
     """The local addresses connections bind to, per family (``outgoingip``/``outgoingip6``)."""
     address_families: Mapping[bytes, tuple[str, ...]] = MappingProxyType({})
     """``control/addressfamilies``, keyed like a routes table (``lookup_route``)."""
+    sender_routes: Mapping[bytes, Route | None] = MappingProxyType({})
+    """``control/authsenders``: SMTP routes by sender (``lookup_sender_route``)."""
 
     @property
     def usable_protocols(self) -> tuple[Protocol, ...]:
@@ -445,6 +471,8 @@ def read_control(home: str, beside: str, *, search_path: str | None = None) -> C
                 routes[protocol.service] = parse_routes(route_lines, f"{protocol.service}routes")
     family_lines = read_lines(home, "addressfamilies")
     address_families = {} if family_lines is None else parse_address_families(family_lines)
+    sender_lines = read_lines(home, AUTHSENDERS)
+    sender_routes = {} if sender_lines is None else parse_routes(sender_lines, AUTHSENDERS)
     return Control(
         home=home,
         timeout_connect=float(timeout_connect),
@@ -454,4 +482,5 @@ def read_control(home: str, beside: str, *, search_path: str | None = None) -> C
         routes=routes,
         sources=read_sources(home),
         address_families=address_families,
+        sender_routes=sender_routes,
     )

@@ -70,7 +70,7 @@ async def serve_delivery(server: Server, connection: socket.socket, request: Req
         await _accept(connection, MARGIN_SECONDS)
         await _report(connection, report.USAGE, trace, env)
         return
-    prepared = prepare(arguments[0], env, beside=request.beside)
+    prepared = prepare(arguments[0], env, beside=request.beside, sender=arguments[1])
     if not isinstance(prepared, Prepared):
         await _accept(connection, MARGIN_SECONDS)
         await _report(connection, prepared.report, trace, env)

@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from mxf_remote.addresses import DEFAULT_FAMILIES, family_of, parse_literal
-from mxf_remote.control import Protocol, Route, lookup_route
+from mxf_remote.control import Protocol, Route, lookup_route, lookup_sender_route
+from mxf_remote.credentials import AUTH_SERVICE
 from mxf_remote.knowledge import dns_name
 
 
@@ -111,8 +112,17 @@ def make_destination(
     protocols: tuple[Protocol, ...],
     routes: Mapping[str, dict[bytes, Route | None]],
     address_families: Mapping[bytes, tuple[str, ...]] | None = None,
+    *,
+    sender: str | None = None,
+    sender_routes: Mapping[bytes, Route | None] | None = None,
 ) -> Destination:
     """Routes first (a literal can be a routes key, as in qmail), then literal, then DNS.
+
+    The sender's route comes before every other: ``sender_routes``
+    (``control/authsenders``) looked up for ``sender`` (the address, ``@domain``, then the
+    empty key) sends the delivery to that relay over the ``smtp`` protocol only, whatever
+    the routes files say about the host (when ``smtp`` is not usable, the sender's route
+    is not either, and the host's routes decide).
 
     ``address_families`` (``control/addressfamilies``) is looked up for ``host`` with the
     routes rules; no line for it (and no default line) means both, IPv6 first.
@@ -120,6 +130,12 @@ def make_destination(
     families = (lookup_route(address_families, host) if address_families else None) or (
         DEFAULT_FAMILIES
     )
+    if sender is not None and sender_routes:
+        sender_route = lookup_sender_route(sender_routes, sender)
+        smtp = [protocol for protocol in protocols if protocol.service == AUTH_SERVICE]
+        if sender_route is not None and smtp:
+            relay = parse_relay(smtp[0], sender_route)
+            return Destination(host, protocols, relays=(relay,), families=families)
     relays = []
     for protocol in protocols:
         table = routes.get(protocol.service)

@@ -65,12 +65,15 @@ def prepare(
     beside: str,
     home: str | None = None,
     choose: Callable[[tuple[Protocol, ...]], tuple[Protocol, ...]] | None = None,
+    sender: str | None = None,
 ) -> Prepared | Stopped:
     """The inputs of a delivery to ``host``, or the report that ends it.
 
     ``beside`` is where our own programs are (``control.program_directory``); ``home``
     the qmail home when the caller has found it already (else ``MXF_QMAIL`` of
-    ``environ``); ``choose`` narrows the usable protocols (the probe's ``--protocols``).
+    ``environ``); ``choose`` narrows the usable protocols (the probe's ``--protocols``);
+    ``sender`` (the delivery's second argument) chooses a route by ``control/authsenders``
+    before the host's routes.
     """
     home = os.path.abspath(home or qmail_home(environ))
     try:
@@ -85,7 +88,14 @@ def prepare(
         reasons = "; ".join(f"{p.service}: {p.unusable_reason}" for p in control.protocols)
         why = f"no usable mail protocol in control/protocols ({reasons or 'empty'})"
         return Stopped(report.NO_PROTOCOL, why)
-    destination = make_destination(host, protocols, control.routes, control.address_families)
+    destination = make_destination(
+        host,
+        protocols,
+        control.routes,
+        control.address_families,
+        sender=sender,
+        sender_routes=control.sender_routes,
+    )
     forbidden = destination.forbidden_literal
     if forbidden is not None:
         from mxf_remote.addresses import family_label, family_of

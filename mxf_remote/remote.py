@@ -74,7 +74,7 @@ def deliver(argv: list[str]) -> NoReturn:
         os.chdir(home)  # the client runs in the qmail home, as qmail-remote does
     except OSError:
         _stop(report.NO_HOME, trace)
-    prepared = prepare(arguments[0], os.environ, beside=beside, home=home)
+    prepared = prepare(arguments[0], os.environ, beside=beside, home=home, sender=arguments[1])
     if not isinstance(prepared, Prepared):
         _stop(prepared.report, trace)
     trace.event("control_read", protocols=[p.service for p in prepared.destination.protocols])

@@ -31,6 +31,14 @@ Texts of our own, where qmail-remote has none (the wording follows its style):
   server said 220 but no TLS session came of it (we never fall back to clear text then);
   ``ZUnable to start TLS: SSLREADFD and SSLWRITEFD are not usable. (#4.3.0)`` for a
   broken UCSPI-TLS client.
+* SMTP AUTH to a relay (``control/authsenders``, ``smtproutes`` with ``|user|password``):
+  ``ZConnected to <ip> but <relay> offers no TLS: the credentials of control/<file> are
+  never sent in clear. (#4.7.0)``; ``ZConnected to <ip> but <relay> offers no AUTH
+  mechanism I can use for the credentials of control/<file>.
+  (#4.7.0)``; ``ZConnected to <ip> but <relay> rejected the
+  credentials of control/<file> (AUTH <mechanism>).`` with the server's reply -- a Z
+  also for a 5xx: the credentials are the administrator's configuration, never the
+  message's fault.  No report names the user or the password.
 """
 
 from __future__ import annotations
@@ -182,6 +190,51 @@ def tls_unusable() -> bytes:
     """SSLCTLFD is set but SSLREADFD/SSLWRITEFD are not open descriptors."""
     return report_bytes(
         "Z", b"Unable to start TLS: SSLREADFD and SSLWRITEFD are not usable. (#4.3.0)\n"
+    )
+
+
+def auth_needs_tls(ip: str, relay: str, source: str) -> bytes:
+    """Credentials for this relay, and neither STARTTLS nor implicit TLS: no AUTH sent."""
+    return report_bytes(
+        "Z",
+        b"Connected to "
+        + outsafe(ip)
+        + b" but "
+        + outsafe(relay)
+        + b" offers no TLS: the credentials of control/"
+        + source.encode()
+        + b" are never sent in clear. (#4.7.0)\n",
+    )
+
+
+def auth_unavailable(ip: str, relay: str, source: str) -> bytes:
+    """Credentials for this relay, over TLS, and no AUTH mechanism we speak offered."""
+    return report_bytes(
+        "Z",
+        b"Connected to "
+        + outsafe(ip)
+        + b" but "
+        + outsafe(relay)
+        + b" offers no AUTH mechanism I can use for the credentials of control/"
+        + source.encode()
+        + b". (#4.7.0)\n",
+    )
+
+
+def auth_rejected(ip: str, relay: str, source: str, mechanism: str, text: bytes) -> bytes:
+    """AUTH failed (4xx, 5xx or a broken exchange): Z, the administrator's configuration."""
+    return _quit(
+        "Z",
+        b"Connected to ",
+        ip,
+        b" but "
+        + outsafe(relay)
+        + b" rejected the credentials of control/"
+        + source.encode()
+        + b" (AUTH "
+        + mechanism.encode()
+        + b")",
+        text,
     )
 
 

@@ -28,6 +28,12 @@ The conversation, and where we differ from qmail-remote:
    (``CAFILE``/``CADIR``): then it is ``ZConnected to <ip> but STARTTLS was refused.``.
    A failed handshake after 220 is ``ZTLS handshake with <ip> failed after STARTTLS.``
    -- never a fall-back to clear text.
+3b. SMTP AUTH (RFC 4954), when the route mxf-remote followed has credentials
+   (``control/authsenders``, or ``smtproutes`` with ``|user|password``; read here by
+   ``credentials.find_credentials``, never passed in argv or the environment): only over
+   TLS (STARTTLS done, or ``SSL_PROTOCOL`` from an implicit-TLS client), else a Z and no
+   AUTH at all; the best mechanism offered (``sasl.py``); anything but 235 is a Z naming
+   the relay -- a 5xx too: the credentials are the administrator's, never a bounce.
 4. ``MAIL FROM:<sender>``: 4xx is Z, 5xx is D ``...but sender was rejected.``
 5. ``RCPT TO:<recip>`` for each: ``r``, ``s`` (4xx) or ``h`` (5xx) per recipient, in
    argument order; no ``r`` at all is ``DGiving up on <ip>.``
@@ -71,11 +77,15 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from mxf_remote.credentials import Credentials
+
 PROGRAM = "mxf-remote-smtpc"
 MAX_LINE = 65536
 MAX_REPLY_LINES = 1000
 MAX_KEYWORDS = 100
 PIPELINE_GROUP = 100
+MAX_AUTH_STEPS = 4
+"""334 challenges one AUTH exchange may take (SCRAM needs two)."""
 MAX_ENV_BLOCK = 65536
 """The UCSPI-TLS environment block is a few hundred bytes; more is not an engine."""
 
@@ -91,12 +101,20 @@ class NotSmtp(Exception):
 class Reply:
     """One SMTP reply: the code, qmail-remote's text, and the EHLO keywords."""
 
-    __slots__ = ("code", "keywords", "text")
+    __slots__ = ("code", "keywords", "mechanisms", "text")
 
-    def __init__(self, code: int, text: bytes, keywords: set[bytes]) -> None:
+    def __init__(
+        self, code: int, text: bytes, keywords: set[bytes], mechanisms: set[bytes] | None = None
+    ) -> None:
         self.code = code
         self.text = text
         self.keywords = keywords
+        self.mechanisms = mechanisms or set()
+        """The SASL mechanisms of an EHLO reply's ``AUTH`` (or old ``AUTH=``) lines."""
+
+    def first_line(self) -> bytes:
+        """The text after the code on the first line (a 334's challenge)."""
+        return self.text.partition(b"\n")[0][4:].strip()
 
 
 def _is_reply_line(line: bytes) -> bool:
@@ -114,6 +132,7 @@ def read_reply(connection: Connection) -> Reply:
     text = bytearray()
     code = 0
     keywords: set[bytes] = set()
+    mechanisms: set[bytes] = set()
     for number in range(MAX_REPLY_LINES):
         try:
             line = connection.read_line(MAX_LINE)
@@ -128,11 +147,14 @@ def read_reply(connection: Connection) -> Reply:
         if number == 0:
             code = int(line[:3])
         else:
-            words = line[4:].split(None, 1)
+            words = line[4:].upper().split()
             if words and len(keywords) < MAX_KEYWORDS:
-                keywords.add(words[0][:64].upper())
+                keywords.add(words[0][:64])
+            if words and words[0][:5] in (b"AUTH", b"AUTH=") and len(mechanisms) < MAX_KEYWORDS:
+                first = words[0][5:] if words[0][:5] == b"AUTH=" else b""
+                mechanisms.update(m[:64] for m in [first, *words[1:MAX_KEYWORDS]] if m)
         if len(line) == 3 or line[3:4] == b" ":
-            return Reply(code, bytes(text), keywords)
+            return Reply(code, bytes(text), keywords, mechanisms)
     raise NotSmtp(bytes(text))
 
 
@@ -216,6 +238,8 @@ class SmtpSession:
         message: Message,
         sender: bytes,
         recipients: list[bytes],
+        credentials: Credentials | None = None,
+        relay: str = "",
     ) -> None:
         self.connection = connection
         self.ip = ip
@@ -228,6 +252,14 @@ class SmtpSession:
         """True once a recipient is accepted (``r``)."""
         self.critical = False
         """True from the final dot until its reply: a dead connection may duplicate."""
+        self.credentials = credentials
+        """SMTP AUTH credentials for this relay (``credentials.find_credentials``)."""
+        self.relay = relay
+        """The relay as mxf-remote handed it (``MXFHOST``), for the AUTH reports."""
+        self.mechanisms: set[bytes] = set()
+        """The AUTH mechanisms of the last EHLO reply."""
+        self.tls = False
+        """True once STARTTLS has switched the conversation to TLS."""
 
     def run(self) -> bytes:
         """Deliver; every report, ready for fd 1."""
@@ -259,6 +291,8 @@ class SmtpSession:
         if greeting.code != 220:
             self._quit(reports.greeting_failed(self.ip, greeting.text))
         keywords = self._after_hello(self._hello())
+        if self.credentials is not None:
+            self._authenticate(self.credentials)
         smtputf8 = b"SMTPUTF8" in keywords and self._has_utf8_address()
         self._envelope(
             self._mail_command(keywords, smtputf8=smtputf8),
@@ -278,8 +312,10 @@ class SmtpSession:
         """EHLO, HELO after a 5xx; the EHLO keywords (none after HELO)."""
         self.connection.write(b"EHLO " + self.helohost + b"\r\n")
         reply = self._reply()
+        self.mechanisms = reply.mechanisms
         if reply.code == 250:
             return reply.keywords
+        self.mechanisms = set()
         if reply.code >= 500:
             self.connection.write(b"HELO " + self.helohost + b"\r\n")
             reply = self._reply()
@@ -329,7 +365,55 @@ class SmtpSession:
         for fd in (NETWORK_READ_FD, NETWORK_WRITE_FD):
             _close(fd)
         self.connection.switch(tls_read, tls_write)
+        self.tls = True
         return self._hello()
+
+    def _authenticate(self, credentials: Credentials) -> None:
+        """SMTP AUTH (RFC 4954) with the best mechanism offered, over TLS only.
+
+        TLS is STARTTLS done here (``self.tls``) or implicit TLS: under mxf-remote-tlsc or
+        s6-tlsc the environment has ``SSL_PROTOCOL`` (mxf-remote's handoff removes every
+        ``SSL_`` variable it inherited, so only the TLS client can have set it).  Without
+        TLS, or without a mechanism we speak, nothing is sent: a Z.  Any reply but 235 at
+        the end is a Z naming the relay, a 5xx too -- a wrong password is the
+        administrator's to fix, never a reason to bounce the message.
+        """
+        if not self.tls and not os.environ.get("SSL_PROTOCOL"):
+            self._quit(reports.auth_needs_tls(self.ip, self.relay, credentials.source))
+        from mxf_remote.clients import sasl
+
+        name = sasl.choose(self.mechanisms)
+        if name is None:
+            self._quit(reports.auth_unavailable(self.ip, self.relay, credentials.source))
+        from base64 import b64decode, b64encode
+
+        mechanism = sasl.start(name, credentials.user, credentials.password)
+        command = b"AUTH " + name
+        if mechanism.initial is not None:
+            command += b" " + (b64encode(mechanism.initial) or b"=")
+        self.connection.write(command + b"\r\n")
+        for _ in range(MAX_AUTH_STEPS):
+            reply = self._reply()
+            if reply.code != 334:
+                break
+            try:
+                response = mechanism.respond(b64decode(reply.first_line(), validate=True))
+            except (sasl.Abort, ValueError):
+                self.connection.write(b"*\r\n")  # RFC 4954 §4: cancel
+                reply = self._reply()
+                if reply.code == 235:  # accepted anyway: a server we cannot verify
+                    reply.code = 535
+                break
+            self.connection.write(b64encode(response) + b"\r\n")
+        else:
+            self.connection.write(b"*\r\n")
+            reply = self._reply()
+            reply.code = 535
+        if reply.code != 235:
+            source = credentials.source
+            self._quit(
+                reports.auth_rejected(self.ip, self.relay, source, name.decode(), reply.text)
+            )
 
     def _has_utf8_address(self) -> bool:
         """True when the sender or a recipient that will be sent is UTF-8 (RFC 6531)."""
@@ -453,6 +537,8 @@ def deliver(argv: list[str]) -> bytes:
     problem = path_problem(sender)
     if problem is not None:
         return reports.bad_sender(problem)
+    relay = os.environ.get("MXFHOST", "")
+    credentials = read_credentials(home, argv[1], argv[2], relay)
     connection = Connection(NETWORK_READ_FD, NETWORK_WRITE_FD, timeout)
     session = SmtpSession(
         connection,
@@ -461,8 +547,23 @@ def deliver(argv: list[str]) -> bytes:
         message=message,
         sender=sender,
         recipients=recipients,
+        credentials=credentials,
+        relay=relay,
     )
     return session.run()
+
+
+def read_credentials(home: str, host: str, sender: str, relay: str) -> Credentials | None:
+    """The AUTH credentials for the route mxf-remote followed (``MXFPROTOCOL``,
+    ``MXFHOST``), read from the control files here, never passed to us; the report for a
+    malformed line never shows the password (``credentials.py``)."""
+    from mxf_remote.controlfile import ControlError
+    from mxf_remote.credentials import find_credentials
+
+    try:
+        return find_credentials(home, host, sender, os.environ.get("MXFPROTOCOL", ""), relay)
+    except ControlError as error:
+        raise Finished(reports.control_files(error.detail())) from None
 
 
 def main() -> NoReturn:

@@ -44,6 +44,8 @@ class Relay(NamedTuple):
     """Its address when it is a literal."""
     port: int
     """The route's port, else the protocol's default port."""
+    user: str | None = None
+    """The SMTP AUTH user of the route (never the password: the client reads that)."""
 
 
 class Destination(NamedTuple):
@@ -104,7 +106,8 @@ def parse_relay(protocol: Protocol, route: Route) -> Relay:
     """One route's relay: a literal address or a DNS name, and the port to use."""
     literal = parse_literal(route.relay)
     name = None if literal is not None else dns_name(route.relay)
-    return Relay(protocol, route.relay, name, literal, route.port or protocol.default_port)
+    port = route.port or protocol.default_port
+    return Relay(protocol, route.relay, name, literal, port, route.user)
 
 
 def make_destination(

@@ -56,6 +56,11 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("host", help="a domain name or an address literal such as [192.0.2.1]")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
+        "--sender",
+        metavar="ADDRESS",
+        help="the envelope sender, for control/authsenders (default: none)",
+    )
+    parser.add_argument(
         "--conversation",
         action="store_true",
         help="after the race, speak SMTP with the winner up to QUIT (never MAIL) and time it",
@@ -185,6 +190,7 @@ def run(argv: list[str]) -> int:
         os.environ,
         beside=program_directory(argv[0]),
         choose=lambda protocols: _chosen_protocols(protocols, arguments.protocols),
+        sender=arguments.sender,
     )
     if not isinstance(prepared, Prepared):
         raise ProbeError(prepared.why)
@@ -245,6 +251,15 @@ def run(argv: list[str]) -> int:
             "source_ipv4": control.sources.ipv4,
             "source_ipv6": control.sources.ipv6,
             "address_families": list(destination.families),
+            "routes": [
+                {
+                    "protocol": relay.protocol.service,
+                    "relay": relay.written,
+                    "port": relay.port,
+                    "user": relay.user,
+                }
+                for relay in destination.relays
+            ],
         },
         nameservers=nameservers,
         plan=rows,
@@ -534,19 +549,26 @@ def _conversation_dict(result: Result) -> dict[str, Any]:
     return as_dict(result.conversation)
 
 
-def render_text(result: Result) -> str:
-    """The default, human-readable output."""
+def _settings_lines(result: Result) -> list[str]:
+    """The first lines: timeouts, source addresses and families, the routes used."""
     s = result.settings
+    families = ",".join(s.get("address_families") or ("ipv6", "ipv4"))
     out = [
         f"mxf-remote-probe {result.host}: protocols {', '.join(result.protocols)}; "
         f"connectdelay {s['connectdelay_ms']} ms, timeoutconnect {s['timeoutconnect_s']:g} s, "
         f"timeoutdns {s['timeoutdns_s']:g} s",
-    ]
-    families = ",".join(s.get("address_families") or ("ipv6", "ipv4"))
-    out.append(
         f"source addresses: IPv4 {s.get('source_ipv4') or 'system choice'}, "
-        f"IPv6 {s.get('source_ipv6') or 'system choice'}; address families {families}"
-    )
+        f"IPv6 {s.get('source_ipv6') or 'system choice'}; address families {families}",
+    ]
+    for route in s.get("routes") or ():
+        user = f", AUTH as {route['user']}" if route["user"] else ""
+        out.append(f"route: {route['protocol']} to {route['relay']} port {route['port']}{user}")
+    return out
+
+
+def render_text(result: Result) -> str:
+    """The default, human-readable output."""
+    out = _settings_lines(result)
     if result.nameservers:
         out.append(f"nameservers: {', '.join(result.nameservers)}")
     out += ["", "Plan"]

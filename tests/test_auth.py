@@ -1007,3 +1007,39 @@ def test_the_shared_module_is_lean() -> None:
 
     loaded = modules_loaded_by("mxf_remote.credentials")
     assert not loaded & {"typing", "asyncio", "ssl", "socket", "mxf_remote.control"}, loaded
+
+
+def test_the_probe_shows_the_route_and_user_never_the_password(tmp_path: Path) -> None:
+    """mxf-remote-probe --sender: the authsenders route with its user; no password anywhere."""
+    import json
+    import subprocess
+    import sys
+
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    (home / "control" / "protocols").write_text("smtp:25:0:N:N:/bin/true\n")
+    (home / "control" / "authsenders").write_text(
+        "boss@example.org:[127.0.0.9]:2525|boss|pw-s3cr3t\n"
+    )
+    probe = Path(sys.executable).with_name("mxf-remote-probe")
+    env = {"PATH": "/usr/bin:/bin", "MXF_QMAIL": str(home)}
+    text = subprocess.run(
+        [str(probe), "--sender", "boss@example.org", "example.com"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert "route: smtp to [127.0.0.9] port 2525, AUTH as boss" in text.stdout
+    as_json = subprocess.run(
+        [str(probe), "--json", "--sender", "boss@example.org", "example.com"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    routes = json.loads(as_json.stdout)["settings"]["routes"]
+    assert routes == [{"protocol": "smtp", "relay": "[127.0.0.9]", "port": 2525, "user": "boss"}]
+    assert "pw-s3cr3t" not in text.stdout + text.stderr + as_json.stdout + as_json.stderr

@@ -50,6 +50,20 @@ SMTP = Protocol("smtp", 25, 0, False, True, "mxf-remote-smtpc", "/x/smtpc", "/x/
 QMTP = Protocol("qmtp", 209, 1, False, False, "mxf-remote-qmtpc", "/x/qmtpc")
 
 
+def accept_the_message(wire: Any) -> None:
+    """MAIL, RCPT and DATA accepted, the message read to its dot, then QUIT and EOF."""
+    wire.expect(b"MAIL FROM:<alice@example.org>")
+    wire.send("250 ok")
+    wire.expect(b"RCPT TO:<bob@example.org>")
+    wire.send("250 ok")
+    wire.expect(b"DATA")
+    wire.send("354 go")
+    while wire.line() != b".\r\n":
+        pass
+    wire.send("250 2.0.0 OK queued")
+    wire.rest()
+
+
 def b64(data: bytes) -> str:
     """Base64 text."""
     return base64.b64encode(data).decode()
@@ -724,16 +738,7 @@ class TestScriptedPeers:
             digest = hmac.new(SECRET.encode(), challenge, "md5").hexdigest()
             wire.expect(b64(f"{USER} {digest}".encode()).encode())
             wire.send("235 2.7.0 ok")
-            wire.expect(b"MAIL FROM:<alice@example.org>")
-            wire.send("250 ok")
-            wire.expect(b"RCPT TO:<bob@example.org>")
-            wire.send("250 ok")
-            wire.expect(b"DATA")
-            wire.send("354 go")
-            while wire.line() != b".\r\n":
-                pass
-            wire.send("250 2.0.0 OK queued")
-            wire.rest()
+            accept_the_message(wire)
 
         _status, output, wire = scripted(
             script, relay_home(tmp_path), ucspi=False, env={"SSL_PROTOCOL": "TLSv1.3"}
@@ -820,16 +825,7 @@ def relay_script(
         wire.send("235 2.7.0 ok")
         if pause is not None:
             pause()
-        wire.expect(b"MAIL FROM:<alice@example.org>")
-        wire.send("250 ok")
-        wire.expect(b"RCPT TO:<bob@example.org>")
-        wire.send("250 ok")
-        wire.expect(b"DATA")
-        wire.send("354 go")
-        while wire.line() != b".\r\n":
-            pass
-        wire.send("250 2.0.0 OK queued")
-        wire.rest()
+        accept_the_message(wire)
 
     return script
 

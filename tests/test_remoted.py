@@ -17,7 +17,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -102,6 +102,33 @@ def start_delivery(home: QmailHome, host: str, knot: KnotServer) -> subprocess.P
                 **knot.env,
             },
         )
+
+
+def through_a_fake_server(
+    home: QmailHome, knot: KnotServer, serve: Callable[[socket.socket], None]
+) -> Delivery:
+    """One delivery through a fake mxf-remoted that does ``serve`` with the launcher's
+    connection (and keeps it open until the delivery is over)."""
+    path = str(home.root / "fake.sock")
+    fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fake.bind(path)
+    fake.listen()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        connection, _ = fake.accept()
+        held.append(connection)
+        serve(connection)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        return deliver(through(path, home), "ok.warm.test", knot)
+    finally:
+        thread.join(10)
+        for connection in held:
+            connection.close()
+        fake.close()
 
 
 @pytest.mark.usefixtures("listeners")
@@ -301,27 +328,12 @@ class TestFallBack:
         self, home: QmailHome, knot: KnotServer, answer: bytes
     ) -> None:
         """Accepts and says nothing (or says busy): delivered in process within a second."""
-        path = str(home.root / "fake.sock")
-        fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        fake.bind(path)
-        fake.listen()
-        held: list[socket.socket] = []
 
-        def serve() -> None:
-            connection, _ = fake.accept()
-            held.append(connection)
+        def serve(connection: socket.socket) -> None:
             if answer:
                 connection.sendall(answer)
 
-        thread = threading.Thread(target=serve)
-        thread.start()
-        try:
-            delivery = deliver(through(path, home), "ok.warm.test", knot)
-        finally:
-            thread.join(10)
-            for connection in held:
-                connection.close()
-            fake.close()
+        delivery = through_a_fake_server(home, knot, serve)
         assert delivery.handed_off and not served(delivery)
         assert delivery.seconds < 5
 
@@ -332,28 +344,13 @@ class TestFallBack:
         self, home: QmailHome, knot: KnotServer, result: bytes
     ) -> None:
         """Accepted, then garbage, a cut result or an unknown kind: one Z, nothing else."""
-        path = str(home.root / "fake.sock")
-        fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        fake.bind(path)
-        fake.listen()
-        held: list[socket.socket] = []
 
-        def serve() -> None:
-            connection, _ = fake.accept()
-            held.append(connection)
+        def serve(connection: socket.socket) -> None:
             connection.recv(65536)
             connection.sendall(b"A2:30," + result)
             connection.shutdown(socket.SHUT_WR)
 
-        thread = threading.Thread(target=serve)
-        thread.start()
-        try:
-            delivery = deliver(through(path, home), "ok.warm.test", knot)
-        finally:
-            thread.join(10)
-            for connection in held:
-                connection.close()
-            fake.close()
+        delivery = through_a_fake_server(home, knot, serve)
         assert delivery.stdout.startswith(b"ZThe mxf-remoted server gave no usable answer: ")
         assert delivery.stdout.count(b"\0") == 1 and delivery.stdout.endswith(b"\n\0")
         assert (delivery.stderr, delivery.returncode, delivery.handed_off) == (b"", 0, False)

@@ -36,8 +36,8 @@ class Answer(NamedTuple, Generic[T_co]):
     """One lookup's state and, once OK, its records (already in plan order for MX/SRV).
 
     ``ttl`` and ``cached`` say how long the answer may be kept and where it came from, not
-    what DNS said: two answers are equal when their status and records are, however and
-    whenever they were obtained.
+    what DNS said: two answers are equal when their status, records and ``secure`` are,
+    however and whenever they were obtained.
     """
 
     status: Status
@@ -47,10 +47,19 @@ class Answer(NamedTuple, Generic[T_co]):
     when unknown (a temporary failure, a scripted answer).  ``cares.CaresLookup`` sets it."""
     cached: bool = False
     """True when ``dnscache.CachingLookup`` answered from its cache instead of asking."""
+    secure: bool = False
+    """DNSSEC: the validating resolver authenticated the answer (its AD bit, RFC 4035
+    §3.2.3), through a CNAME chain too.  Only ``dnssec.DnssecLookup`` (``control/dane``
+    on) ever sets it; an answer from c-ares is never secure.  Part of what DNS said, so
+    it counts for equality."""
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Answer):
-            return self.status is other.status and self.records == other.records
+            return (
+                self.status is other.status
+                and self.records == other.records
+                and self.secure == other.secure
+            )
         return NotImplemented
 
     def __ne__(self, other: object) -> bool:
@@ -58,7 +67,7 @@ class Answer(NamedTuple, Generic[T_co]):
         return equal if equal is NotImplemented else not equal
 
     def __hash__(self) -> int:
-        return hash((self.status, self.records))
+        return hash((self.status, self.records, self.secure))
 
     @property
     def pending(self) -> bool:
@@ -80,6 +89,24 @@ class SRV(NamedTuple):
     weight: int
     port: int
     target: str
+
+
+class TLSA(NamedTuple):
+    """A TLSA record (RFC 6698 §2.1): how the server's certificate is to be matched."""
+
+    usage: int
+    """0 PKIX-TA, 1 PKIX-EE, 2 DANE-TA, 3 DANE-EE (only 2 and 3 are usable for SMTP,
+    RFC 7672 §3.1.3)."""
+    selector: int
+    """0 the whole certificate, 1 its SubjectPublicKeyInfo."""
+    mtype: int
+    """0 the data itself, 1 SHA-256, 2 SHA-512."""
+    data: bytes
+    """The certificate association data."""
+
+    def text(self) -> str:
+        """Presentation form: ``3 1 1 <hex>`` (lower-case hex)."""
+        return f"{self.usage} {self.selector} {self.mtype} {self.data.hex()}"
 
 
 def dns_name(name: str) -> str:

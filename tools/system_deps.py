@@ -2,7 +2,8 @@
 
 Run by tox before the tests and the demo, so that a fresh machine needs nothing done by
 hand: knot (the DNS server of the test fixtures), nftables (silent hosts), iproute2
-(the private network namespace), mandoc (man page lint), postfix (a real MTA peer).
+(the private network namespace), mandoc (man page lint), postfix (a real MTA peer),
+unbound (the validating resolver of the DANE tests; knot signs their zones).
 Only missing commands cause an install; without root or apt, it says what is missing
 and the tests that need it skip with that reason.
 """
@@ -20,6 +21,7 @@ NEEDED = {  # command -> Debian package
     "ip": "iproute2",
     "mandoc": "mandoc",
     "postconf": "postfix",
+    "unbound": "unbound",  # the validating resolver of the DNSSEC (DANE) tests
 }
 SBIN = ("/usr/sbin", "/sbin")
 

@@ -38,6 +38,9 @@ class FixedPlan:
     def may_win(self, attempt: Attempt) -> bool:
         return True
 
+    def refuses(self, attempt: Attempt) -> bool:
+        return False
+
 
 async def mxf_race(targets: list[tuple[str, int]]) -> None:
     """mxf-remote's race over a fixed plan."""

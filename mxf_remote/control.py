@@ -66,6 +66,9 @@ S6_COMMAND_DIR = "/package/net/s6-networking/command"
 
 MAX_PROTOCOLS = 16
 
+DANE = "dane"
+MTASTS = "mtasts"
+
 DEFAULT_PROTOCOLS = (
     "qmtps:6209:-1:Y:N:mxf-remote-qmtpc\n"
     "qmtp:209:1:N:N:mxf-remote-qmtpc\n"
@@ -433,11 +436,44 @@ class Control(NamedTuple):
     """``control/addressfamilies``, keyed like a routes table (``lookup_route``)."""
     sender_routes: Mapping[bytes, Route | None] = MappingProxyType({})
     """``control/authsenders``: SMTP routes by sender (``lookup_sender_route``)."""
+    dane: bool = False
+    """``control/dane`` says ``on``: DNSSEC-validated lookups and DANE (RFC 7672)."""
+    mtasts: str | None = None
+    """``control/mtasts``: the MTA-STS policy cache directory (RFC 8461); None: off."""
 
     @property
     def usable_protocols(self) -> tuple[Protocol, ...]:
         """The protocols that are installed, in preference order."""
         return tuple(p for p in self.protocols if p.usable)
+
+
+def read_dane(home: str) -> bool:
+    """``control/dane``: first line ``on`` or ``off``; absent is off.
+
+    ``on`` declares that the configured nameservers validate DNSSEC, so that their AD bit
+    is believed.  Anything else is a ControlError rather than a guess: reading a typo as
+    ``off`` would silently deliver without the checks the admin asked for.
+    """
+    text = read_first_line(home, DANE)
+    if text is None or text == "off":
+        return False
+    if text == "on":
+        return True
+    raise ControlError(DANE, 1, f"{text[:40]!r} is neither on nor off")
+
+
+def read_mtasts(home: str) -> str | None:
+    """``control/mtasts``: the absolute path of the policy cache directory; None when absent.
+
+    Its existence turns MTA-STS on.  A relative path would name a directory inside the
+    qmail home by accident (we run there), so it is refused, as is an empty first line.
+    """
+    text = read_first_line(home, MTASTS)
+    if text is None:
+        return None
+    if not text.startswith("/") or "\0" in text:
+        raise ControlError(MTASTS, 1, f"{text[:60]!r} is not an absolute directory path")
+    return text
 
 
 def read_control(home: str, beside: str, *, search_path: str | None = None) -> Control:
@@ -483,4 +519,6 @@ def read_control(home: str, beside: str, *, search_path: str | None = None) -> C
         sources=read_sources(home),
         address_families=address_families,
         sender_routes=sender_routes,
+        dane=read_dane(home),
+        mtasts=read_mtasts(home),
     )

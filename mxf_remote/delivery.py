@@ -78,7 +78,8 @@ async def serve_delivery(server: Server, connection: socket.socket, request: Req
     control = prepared.control
     await _accept(connection, control.timeout_dns + control.timeout_connect + MARGIN_SECONDS)
     trace.event("control_read", protocols=[p.service for p in prepared.destination.protocols])
-    lookup = server.lookup_for(prepared.nameservers) if prepared.nameservers else no_lookup
+    nameservers = prepared.nameservers
+    lookup = server.lookup_for(nameservers, dane=control.dane) if nameservers else no_lookup
     racing = loop.create_task(
         dispatch(
             prepared.destination,
@@ -88,6 +89,7 @@ async def serve_delivery(server: Server, connection: socket.socket, request: Req
             connect=tcp_connector(control.sources),
             clock=trace.clock,
             penalized=server.history.penalized,
+            background=server.background,
         )
     )
     loop.add_reader(connection.fileno(), racing.cancel)  # the launcher left: stop racing
@@ -101,18 +103,19 @@ async def serve_delivery(server: Server, connection: socket.socket, request: Req
     finally:
         loop.remove_reader(connection.fileno())
     server.history.learn(dispatched.outcome.fates)
-    await _answer(connection, dispatched, request, prepared.home, trace, server=server)
+    await _answer(connection, dispatched, request, prepared, trace, server=server)
 
 
 async def _answer(
     connection: socket.socket,
     dispatched: Dispatched[socket.socket],
     request: Request,
-    home: str,
+    prepared: Prepared,
     trace: Trace,
     *,
     server: Server,
 ) -> None:
+    home = prepared.home
     from mxf_remote.timeline import dispatch_events
 
     arguments, env = request.arguments, request.env
@@ -123,7 +126,7 @@ async def _answer(
 
         await _report(connection, explain_failure(dispatched.plan, outcome), trace, env)
         return
-    from mxf_remote.handoff import client_argv, client_environment
+    from mxf_remote.handoff import client_argv, client_environment, tls_environment_of
 
     winner = outcome.connection
     try:
@@ -134,7 +137,9 @@ async def _answer(
             reason = f"connection lost before exec: {error.strerror}"
             await _report(connection, report.cannot_run(client[0], reason), trace, env)
             return
-        client_env = client_environment(env, outcome.attempt, local, remote)
+        client_env = client_environment(
+            env, outcome.attempt, local, remote, tls_environment_of(dispatched, prepared)
+        )
         in_process, extra = b"", list[int]()
         if not server.exec_clients:
             in_process = in_process_client(client, request.beside)

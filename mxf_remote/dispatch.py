@@ -10,6 +10,12 @@ the loop, and returns plain values.
 The wiring, in one direction: resolution fills the knowledge and sets one ``changed``
 event; ``LivePlan`` turns the knowledge into the current plan and the self-check's
 verdicts; the race reads the ``LivePlan`` and wakes on ``changed``.
+
+With DANE or MTA-STS (``tlspolicy.py``), one more step follows a won race: the winner's
+TLS verdict may still wait for its TLSA answer (bounded by ``timeoutdns``) or for the
+MTA-STS policy (bounded by the connect phase, ``timeoutconnect`` from the start).  A
+winner its policy then refuses is closed and the race counts as lost; otherwise the
+verdict's ``Requirement`` goes to the handoff.
 """
 
 from __future__ import annotations
@@ -17,15 +23,19 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from mxf_remote.addresses import Sources
 from mxf_remote.control import Control
 from mxf_remote.destination import Destination
 from mxf_remote.knowledge import Answer, Status
 from mxf_remote.plan import Attempt, Plan, build_plan, self_check_verdict
-from mxf_remote.race import Connection, Lost, Race, Won, tcp_connector
+from mxf_remote.race import AttemptFate, Connection, Fate, Lost, Race, Won, tcp_connector
 from mxf_remote.resolution import Lookup, Query, Resolution
+from mxf_remote.tlspolicy import NO_REQUIREMENT, Refusal, Requirement, StsView, Verdict, Wait
+
+if TYPE_CHECKING:
+    from mxf_remote.stsflow import StsFlow
 
 C = TypeVar("C", bound=Connection)
 
@@ -42,6 +52,12 @@ class Dispatched(NamedTuple, Generic[C]):
     """When ``timeoutdns`` ran out, if it did (ms)."""
     sources: Sources = Sources()
     """The source addresses the attempts were bound to (``control/outgoingip``/``6``)."""
+    requirement: Requirement = NO_REQUIREMENT
+    """What the winner's TLS client must enforce (DANE, MTA-STS); nothing when lost."""
+    sts: StsView = StsView()
+    """The MTA-STS policy as the delivery saw it (``off`` when not configured)."""
+    tlsa: tuple[tuple[tuple[str, int], Answer[Any]], ...] = ()
+    """The TLSA answers by (exchanger, port), with ``control/dane`` on."""
 
 
 class LivePlan:
@@ -53,22 +69,47 @@ class LivePlan:
         resolution: Resolution,
         local: frozenset[str],
         penalized: Callable[[str, int], bool] | None = None,
+        *,
+        tls_policy: bool = False,
+        sts: StsFlow | None = None,
     ) -> None:
         self._destination = destination
         self._resolution = resolution
         self._local = local
         self._penalized = penalized
+        self._sts = sts
+        self._tls = self.verdict if tls_policy or sts is not None else None
 
     def current(self) -> Plan:
         """The plan for what DNS has answered so far."""
         return build_plan(
-            self._destination, self._resolution.knowledge, self._local, self._penalized
+            self._destination,
+            self._resolution.knowledge,
+            self._local,
+            self._penalized,
+            self._tls,
         )
+
+    def sts_view(self) -> StsView:
+        """The MTA-STS policy as known now."""
+        return StsView() if self._sts is None else self._sts.view()
+
+    def verdict(self, attempt: Attempt) -> Verdict:
+        """The attempt's TLS verdict (``tlspolicy.verdict``); no requirement when off."""
+        if self._tls is None:
+            return NO_REQUIREMENT
+        from mxf_remote.tlspolicy import verdict
+
+        return verdict(attempt, self._resolution.knowledge, self.sts_view())
+
+    def refuses(self, attempt: Attempt) -> bool:
+        """True when the attempt's TLS policy refuses it now."""
+        return isinstance(self.verdict(attempt), Refusal)
 
     @property
     def settled(self) -> bool:
-        """True when no lookup is outstanding."""
-        return self._resolution.over
+        """True when no lookup is outstanding (the MTA-STS policy's included)."""
+        return self._resolution.over and (self._sts is None or not self._sts.pending)
 
     def may_win(self, attempt: Attempt) -> bool | None:
         """The self-check's verdict on a connected attempt."""
@@ -84,8 +125,12 @@ async def dispatch(
     connect: Callable[[Attempt], Awaitable[C]],
     clock: Callable[[], float] | None = None,
     penalized: Callable[[str, int], bool] | None = None,
+    background: set[asyncio.Task[Any]] | None = None,
 ) -> Dispatched[C]:
     """Resolve and race for ``destination``; every lookup is stopped on return.
+
+    ``background``: where mxf-remoted keeps an MTA-STS fetch that outlives the delivery
+    (None: it is cancelled).
 
     ``clock`` gives the milliseconds the outcome's and the queries' times are in (the
     trace's clock in production; the loop's, virtual in tests, by default).
@@ -94,10 +139,20 @@ async def dispatch(
     passed on in the result for the trace and the probe.
     """
     changed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     resolution = Resolution(
-        destination, lookup, timeout=control.timeout_dns, changed=changed.set, clock=clock
+        destination,
+        lookup,
+        timeout=control.timeout_dns,
+        changed=changed.set,
+        clock=clock,
+        dane=control.dane,
     )
-    plan = LivePlan(destination, resolution, local, penalized)
+    sts = _sts_flow(destination, control, lookup, changed, resolution, clock, background)
+    plan = LivePlan(
+        destination, resolution, local, penalized, tls_policy=control.dane, sts=sts
+    )
     race: Race[C] = Race(
         plan,
         connect,
@@ -107,10 +162,22 @@ async def dispatch(
         clock=clock,
     )
     resolution.start()
+    if sts is not None:
+        sts.start()
+    requirement = NO_REQUIREMENT
     try:
-        outcome = await race.run()
+        outcome: Won[C] | Lost = await race.run()
+        if isinstance(outcome, Won):
+            deadline = started + control.timeout_connect
+            decided = await _winner_verdict(outcome.attempt, plan, changed, sts, deadline)
+            if isinstance(decided, Refusal):
+                outcome = _refused(outcome, clock)
+            else:
+                requirement = decided
     finally:
         await resolution.close()
+        if sts is not None:
+            await sts.close()
     return Dispatched(
         outcome,
         plan.current(),
@@ -118,7 +185,79 @@ async def dispatch(
         tuple(resolution.delays_over),
         resolution.expired_at,
         control.sources,
+        requirement,
+        plan.sts_view(),
+        tuple(resolution.knowledge.tlsa.items()),
     )
+
+
+def _sts_flow(
+    destination: Destination,
+    control: Control,
+    lookup: Lookup,
+    changed: asyncio.Event,
+    resolution: Resolution,
+    clock: Callable[[], float] | None,
+    background: set[asyncio.Task[Any]] | None,
+) -> StsFlow | None:
+    """The MTA-STS flow, for a destination found through DNS when ``control/mtasts`` is set."""
+    if control.mtasts is None or destination.literal is not None or destination.relays:
+        return None
+    from mxf_remote.stsflow import StsFlow
+
+    return StsFlow(
+        destination.name,
+        control.mtasts,
+        lookup,
+        changed=changed.set,
+        queries=resolution.queries,
+        clock=clock or (lambda: asyncio.get_running_loop().time() * 1000),
+        timeout_dns=control.timeout_dns,
+        background=background,
+    )
+
+
+async def _winner_verdict(
+    attempt: Attempt,
+    plan: LivePlan,
+    changed: asyncio.Event,
+    sts: StsFlow | None,
+    deadline: float,
+) -> Requirement | Refusal:
+    """The winner's TLS verdict, once it no longer waits.
+
+    A TLSA answer is bounded by ``timeoutdns`` (resolution's deadline turns it into a
+    temporary failure, which DANE refuses); the MTA-STS policy by the connect phase, after
+    which the flow settles for its fallback (``StsFlow.give_up``).
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        decided = plan.verdict(attempt)
+        if not isinstance(decided, Wait):
+            return decided
+        if sts is not None and sts.pending and loop.time() >= deadline:
+            sts.give_up()
+            continue
+        changed.clear()
+        timer = loop.call_at(deadline, changed.set) if sts is not None and sts.pending else None
+        try:
+            await changed.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+
+def _refused(won: Won[C], clock: Callable[[], float] | None) -> Lost:
+    """A winner its TLS policy refused: closed, and the race lost."""
+    won.connection.close()
+    ended = clock() if clock is not None else asyncio.get_running_loop().time() * 1000
+    fates = tuple(
+        AttemptFate(f.attempt, f.start, ended, Fate.CUT_BY_TLS_POLICY, None, f.parked)
+        if f.attempt == won.attempt
+        else f
+        for f in won.fates
+    )
+    return Lost(fates, False, ended)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -156,6 +295,23 @@ def run_dispatch(
         loop.close()
 
 
+def make_lookup(control: Control, nameservers: list[str]) -> Any:
+    """The delivery's ``Lookup``: c-ares, or with ``control/dane`` on the AD-aware stub.
+
+    DANE needs to know which answers the validating resolver authenticated; c-ares can
+    neither ask for nor report that (dane-mta-sts.md §1), so every question of the
+    delivery goes through ``dnssec.DnssecLookup`` then -- never a mix, in which an
+    unvalidated answer could race a validated one.
+    """
+    if control.dane:
+        from mxf_remote.dnssec import DnssecLookup
+
+        return DnssecLookup(nameservers)
+    from mxf_remote.cares import CaresLookup
+
+    return CaresLookup(nameservers, asyncio.get_running_loop())
+
+
 async def no_lookup(name: str, rtype: str) -> Answer[object]:
     """The lookup of a destination that needs no DNS (never asked anything)."""
     return Answer(Status.TEMPFAIL)
@@ -180,9 +336,7 @@ async def _dispatch_with_cares(
             clock=clock,
             penalized=penalized,
         )
-    from mxf_remote.cares import CaresLookup
-
-    lookup = CaresLookup(nameservers, asyncio.get_running_loop())
+    lookup = make_lookup(control, nameservers)
     try:
         return await dispatch(
             destination,

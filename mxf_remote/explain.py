@@ -24,12 +24,17 @@ not:
 Whenever exchangers *did* have addresses but no attempt was planned (for example every
 protocol their MXPS slice allows is uninstalled), the report is #4.4.1: the mail waits
 for the administrator rather than bouncing.
+
+DANE and MTA-STS come first: when their policy refused attempts (``Facts.refused``) and
+nothing else was tried -- every attempt started was then cut by the policy -- the report
+names the first refusal, ``Sorry, TLSA lookup error for mx.example.org:25. (#4.7.5)``.
+Had other attempts been made and failed, the failure to connect is the news (#4.4.1).
 """
 
 from __future__ import annotations
 
 from mxf_remote.plan import Facts, Plan, Target
-from mxf_remote.race import Lost
+from mxf_remote.race import Fate, Lost
 from mxf_remote.report import (
     DNS_TEMPORARY,
     NO_CONNECTION,
@@ -39,12 +44,15 @@ from mxf_remote.report import (
     Report,
     no_such_host,
     null_mx,
+    tls_policy_refused,
 )
 
 
 def explain_failure(plan: Plan, outcome: Lost) -> Report:
     """The one report for a race that produced no connection."""
     facts = plan.facts
+    if facts.refused and all(f.fate is Fate.CUT_BY_TLS_POLICY for f in outcome.fates):
+        return tls_policy_refused(facts.refused[0][1].text)
     started = outcome.started
     if started and (not facts.self_cut or any(a.key in started for a in plan.attempts)):
         return NO_CONNECTION

@@ -15,6 +15,11 @@ client (tcpclient, s6-tcpclient) would give it:
   ``SSL_PROTOCOL`` would tell the client its connection is encrypted), so none can leak in;
   ``MXFHOST`` and ``MXFPROTOCOL`` say which exchanger and protocol won, and
   ``MXFTLSVERIFY=1`` that ``CAFILE`` or ``CADIR`` is set (a caller's own value is removed);
+* the winner's TLS policy (``tls_environment``): ``MXFDANE`` and ``MXFDANENAMES`` (the
+  usable TLSA records and the names to check), ``MXFWEBPKI=1`` (MTA-STS ``enforce``),
+  ``MXFTLSREQUIRED`` (``dane`` or ``mta-sts``: no clear text), ``MXFTLSRPT`` (what
+  ``mxf-remote-smtpc`` records for TLS-RPT); the TLS clients and smtpc read them, as
+  mxf-remote-ucspitlsc(8) and mxf-remote-smtpc(8) say.  A caller's own are removed;
 * signals as qmail-rspawn gives them to qmail-remote: SIGPIPE ignored, every other signal
   at its default (Python itself ignores SIGXFSZ, and an embedding runtime may have set
   more), and the signal mask we inherited.
@@ -25,18 +30,34 @@ from __future__ import annotations
 import signal
 import socket
 from collections.abc import Mapping, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mxf_remote.execclient import exec_client
 from mxf_remote.output import finish
 from mxf_remote.plan import Attempt
 from mxf_remote.report import cannot_run
 
+if TYPE_CHECKING:
+    from mxf_remote.dispatch import Dispatched
+    from mxf_remote.prelude import Prepared
+from mxf_remote.tlspolicy import (
+    DANE,
+    DANE_UNAUTHENTICATED,
+    MTA_STS,
+    MTA_STS_TESTING,
+    Requirement,
+    StsView,
+)
+
 TLS_VERIFY_VARIABLE = "MXFTLSVERIFY"
 """Set to 1 when CAFILE or CADIR is: the TLS client verifies certificates, and a refused
 STARTTLS is then a deferral (the TLS clients hide CAFILE/CADIR from the program)."""
 
+TLS_POLICY_VARIABLES = ("MXFDANE", "MXFDANENAMES", "MXFWEBPKI", "MXFTLSREQUIRED", "MXFTLSRPT")
+"""What ``tls_environment`` may set: never inherited from the caller."""
+
 REMOVED_VARIABLES = (
+    *TLS_POLICY_VARIABLES,
     "TCPLOCALHOST",
     "TCPREMOTEHOST",
     "TCPREMOTEINFO",
@@ -59,10 +80,66 @@ def client_argv(attempt: Attempt, arguments: Sequence[str]) -> list[str]:
     return argv
 
 
-def client_environment(
-    environ: Mapping[str, str], attempt: Attempt, local: tuple[str, int], remote: tuple[str, int]
+def tls_environment(
+    requirement: Requirement, *, sts: StsView, domain: str, spool: str | None
 ) -> dict[str, str]:
-    """The caller's environment with the UCSPI-TCP variables of this connection."""
+    """The variables that carry the winner's TLS policy to its clients.
+
+    ``spool``: the ``control/mtasts`` directory, where smtpc records the session for
+    TLS-RPT (nothing is recorded without it, or without a policy).
+    """
+    env: dict[str, str] = {}
+    kind = requirement.kind
+    if kind in (DANE, DANE_UNAUTHENTICATED):
+        env["MXFTLSREQUIRED"] = "dane"
+        if requirement.records:
+            env["MXFDANE"] = ";".join(record.text() for record in requirement.records)
+            env["MXFDANENAMES"] = " ".join(requirement.names)
+        policy: dict[str, object] = {
+            "policy-type": "tlsa",
+            "policy-string": [record.text() for record in requirement.records],
+            "policy-domain": domain,
+        }
+    elif kind in (MTA_STS, MTA_STS_TESTING):
+        if kind == MTA_STS:
+            env["MXFTLSREQUIRED"] = "mta-sts"
+            env["MXFWEBPKI"] = "1"
+        from mxf_remote.stsflow import sts_policy_json
+
+        policy = sts_policy_json(sts)
+    else:
+        return env
+    if spool:
+        from mxf_remote.tlsrpt import policy_variable
+
+        mx = requirement.names[0] if requirement.names else ""
+        env["MXFTLSRPT"] = policy_variable(spool, policy, mx)
+    return env
+
+
+def tls_environment_of(dispatched: Dispatched[Any], prepared: Prepared) -> dict[str, str]:
+    """The winner's TLS policy variables (``handoff.tls_environment``)."""
+    if not dispatched.requirement.kind:
+        return {}
+    return tls_environment(
+        dispatched.requirement,
+        sts=dispatched.sts,
+        domain=prepared.destination.name,
+        spool=prepared.control.mtasts,
+    )
+
+
+def client_environment(
+    environ: Mapping[str, str],
+    attempt: Attempt,
+    local: tuple[str, int],
+    remote: tuple[str, int],
+    tls: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The caller's environment with the UCSPI-TCP variables of this connection.
+
+    ``tls``: the winner's TLS policy variables (``tls_environment``).
+    """
     env = {
         key: value
         for key, value in environ.items()
@@ -79,6 +156,7 @@ def client_environment(
     )
     if environ.get("CAFILE") or environ.get("CADIR"):
         env[TLS_VERIFY_VARIABLE] = "1"
+    env.update(tls or {})
     return env
 
 
@@ -95,12 +173,15 @@ def hand_off(
     *,
     environ: Mapping[str, str],
     inherited_mask: set[int | signal.Signals],
+    tls: Mapping[str, str] | None = None,
 ) -> NoReturn:
-    """Exec the protocol client of ``attempt`` on ``sock``; a failed exec is a Z report."""
+    """Exec the protocol client of ``attempt`` on ``sock``; a failed exec is a Z report.
+
+    ``tls``: the winner's TLS policy variables (``tls_environment``)."""
     argv = client_argv(attempt, arguments)
     try:
         local, remote = _peer_addresses(sock)
     except OSError as error:  # the peer reset the connection between connect and now
         finish(cannot_run(argv[0], f"connection lost before exec: {error.strerror}").encode())
-    env = client_environment(environ, attempt, local, remote)
+    env = client_environment(environ, attempt, local, remote, tls)
     exec_client(sock.detach(), argv, env, inherited_mask)

@@ -68,7 +68,7 @@ class History:
         for fate in fates:
             key = fate.attempt.key
             if fate.fate in (Fate.WON, Fate.WON_AT_DEADLINE, Fate.RUNNER_UP_CLOSED,
-                             Fate.CUT_BY_SELF_CHECK):  # fmt: skip
+                             Fate.CUT_BY_SELF_CHECK, Fate.CUT_BY_TLS_POLICY):  # fmt: skip
                 self._records.pop(key, None)
             elif fate.fate is Fate.TIMED_OUT or (
                 fate.fate is Fate.FAILED and fate.error in FAILURES

@@ -117,7 +117,7 @@ def dns_name(name: str) -> str:
 class Knowledge:
     """Everything resolved so far for one delivery."""
 
-    __slots__ = ("ipv4", "ipv6", "mx", "srv")
+    __slots__ = ("ipv4", "ipv6", "mx", "srv", "tlsa")
 
     def __init__(
         self,
@@ -125,6 +125,7 @@ class Knowledge:
         srv: dict[str, Answer[SRV]] | None = None,
         ipv6: dict[str, Answer[str]] | None = None,
         ipv4: dict[str, Answer[str]] | None = None,
+        tlsa: dict[tuple[str, int], Answer[TLSA]] | None = None,
     ) -> None:
         self.mx = mx
         """None when MX is not asked (a literal or a routed host)."""
@@ -135,6 +136,9 @@ class Knowledge:
         IPv4 leads, after the Resolution Delay)."""
         self.ipv4: dict[str, Answer[str]] = ipv4 if ipv4 is not None else {}
         """A answers by name, as released to the planner (after the Resolution Delay)."""
+        self.tlsa: dict[tuple[str, int], Answer[TLSA]] = tlsa if tlsa is not None else {}
+        """``TLSA _<port>._tcp.<name>`` answers by (name, port); asked only with
+        ``control/dane`` on, for the ports of the STARTTLS protocols."""
 
     def address_answers(self, name: str) -> tuple[Answer[str], Answer[str]]:
         """The (AAAA, A) answers for ``name``; pending when never asked."""
@@ -145,4 +149,5 @@ class Knowledge:
         """How many lookups that were started have no answer yet."""
         answers: list[Answer[object]] = [*self.srv.values(), *self.ipv6.values()]
         answers += [*self.ipv4.values(), *([self.mx] if self.mx else [])]
+        answers += self.tlsa.values()
         return sum(1 for answer in answers if answer.pending)

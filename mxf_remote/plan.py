@@ -28,6 +28,9 @@ The order, spec §4, in the words of the standards behind it:
 6. An (address, port) is tried once; the plan holds at most 64 attempts.
 7. In mxf-remoted, an (address, port) that failed lately (``history.py``, qmail's
    tcpto) goes behind the other addresses of its exchanger: tried later, never dropped.
+8. With DANE or MTA-STS (``tlspolicy.py``): an attempt its TLS policy refuses is
+   dropped (and named in the facts); one that cannot carry TLS (QMTP) and whose policy
+   is still unknown (a TLSA or the MTA-STS policy outstanding) waits behind a marker.
 
 Random choices (equal MX preferences, SRV weights) are made once, when the answer
 arrives (``order_mx_rfc5321``, ``order_srv_rfc2782``), so that re-planning never
@@ -55,6 +58,7 @@ from mxf_remote.addresses import (
 from mxf_remote.control import Protocol
 from mxf_remote.destination import Destination
 from mxf_remote.knowledge import HARD, MX, SRV, Answer, Knowledge, Status
+from mxf_remote.tlspolicy import Refusal, Verdict, Wait
 
 MAX_ATTEMPTS = 64
 MAX_EXCHANGERS = 32
@@ -150,6 +154,8 @@ class Facts(NamedTuple):
     """The MX preference at which we are listed, when the self-check cut MX targets."""
     behind: tuple[tuple[str, int], ...] = ()
     """(address, port) moved behind their siblings by the connection history."""
+    refused: tuple[tuple[Attempt, Refusal], ...] = ()
+    """Attempts their TLS policy (DANE, MTA-STS) refused, and why (``tlspolicy.py``)."""
 
     def targets_from(self, *sources: str) -> tuple[Target, ...]:
         """The targets that came from these sources, in plan order."""
@@ -264,8 +270,12 @@ class _Builder:
         local: frozenset[str],
         penalized: Callable[[str, int], bool] | None = None,
         families: tuple[str, ...] = DEFAULT_FAMILIES,
+        tls: Callable[[Attempt], Verdict] | None = None,
     ) -> None:
         self.knowledge = knowledge
+        self.tls = tls
+        self.refused: list[tuple[Attempt, Refusal]] = []
+        self.tls_waits: set[str] = set()
         self.local = local
         self.families = families
         self.penalized = penalized
@@ -323,9 +333,26 @@ class _Builder:
         if check_self and is_local(attempt.address, self.local):
             self.self_cut = True
             return
+        if self.tls is not None and not self.tls_allows(attempt):
+            return
         self.seen.add(attempt.key)
         self.entries.append(attempt)
         self.count += 1
+
+    def tls_allows(self, attempt: Attempt) -> bool:
+        """Rule 8: False for a refused attempt, or one without TLS whose policy is unknown."""
+        assert self.tls is not None
+        decided = self.tls(attempt)
+        if isinstance(decided, Refusal):
+            if (attempt, decided) not in self.refused:
+                self.refused.append((attempt, decided))
+            return False
+        if isinstance(decided, Wait) and not attempt.protocol.explicit_tls:
+            if decided.what not in self.tls_waits:
+                self.tls_waits.add(decided.what)
+                self.entries.append(Waiting(decided.what))
+            return False
+        return True
 
     def target(self, name: str, source: str, preference: int) -> Target:
         """The fact about ``name``'s addresses, as the knowledge has it now."""
@@ -347,6 +374,7 @@ class _Builder:
                 self_cut=self.self_cut,
                 cut_preference=self.cut_preference,
                 behind=tuple(self.behind),
+                refused=tuple(self.refused),
             ),
         )
 
@@ -356,13 +384,15 @@ def build_plan(
     knowledge: Knowledge,
     local: frozenset[str],
     penalized: Callable[[str, int], bool] | None = None,
+    tls: Callable[[Attempt], Verdict] | None = None,
 ) -> Plan:
     """The plan for ``destination`` given what DNS has answered so far (spec §4).
 
     ``penalized`` (mxf-remoted's connection history) says which (address, port) failed
-    lately: those go behind the other addresses of their exchanger.
+    lately: those go behind the other addresses of their exchanger.  ``tls``: each
+    attempt's TLS policy verdict (``tlspolicy.verdict``), when DANE or MTA-STS is on.
     """
-    builder = _Builder(knowledge, local, penalized, destination.families)
+    builder = _Builder(knowledge, local, penalized, destination.families, tls)
     if destination.literal is not None:
         for protocol in destination.protocols:
             builder.add(

@@ -92,6 +92,8 @@ class Fate(enum.Enum):
     """Connected, but another attempt had won: closed."""
     CUT_BY_SELF_CHECK = "cut by self-check"
     """Connected to an exchanger no closer than we are: closed."""
+    CUT_BY_TLS_POLICY = "cut by TLS policy"
+    """Connected, but DANE or MTA-STS turned out to refuse it (``tlspolicy.py``): closed."""
     ABANDONED = "abandoned"
     """Still connecting when another attempt won: cancelled."""
 
@@ -136,10 +138,14 @@ class Lost(NamedTuple):
     def failures(self) -> tuple[tuple[Attempt, str], ...]:
         """Attempts that failed or were cut, with the reason, in the order they ended."""
         ended = sorted(
-            (f for f in self.fates if f.fate in (Fate.FAILED, Fate.CUT_BY_SELF_CHECK)),
+            (f for f in self.fates if f.fate in CUT_OR_FAILED),
             key=lambda f: f.end,
         )
-        return tuple((f.attempt, f.error or "self-check") for f in ended)
+        return tuple((f.attempt, f.error or _CUT_REASONS.get(f.fate, "")) for f in ended)
+
+
+CUT_OR_FAILED = (Fate.FAILED, Fate.CUT_BY_SELF_CHECK, Fate.CUT_BY_TLS_POLICY)
+_CUT_REASONS = {Fate.CUT_BY_SELF_CHECK: "self-check", Fate.CUT_BY_TLS_POLICY: "TLS policy"}
 
 
 class PlanSource(Protocol):
@@ -156,6 +162,10 @@ class PlanSource(Protocol):
 
     def may_win(self, attempt: Attempt) -> bool | None:
         """The self-check's verdict on a connected attempt: True, False, or None (not yet)."""
+        ...
+
+    def refuses(self, attempt: Attempt) -> bool:
+        """True when the attempt's TLS policy (DANE, MTA-STS) now refuses it."""
         ...
 
 
@@ -302,6 +312,10 @@ class Race(Generic[C]):
         """
         waiting: list[_Parked[C]] = []
         for parked in self._parked:
+            if self._winner is None and self._source.refuses(parked.attempt):
+                parked.connection.close()
+                self._end(parked.attempt, Fate.CUT_BY_TLS_POLICY, parked=self._waited_since(parked))
+                continue
             verdict = self._source.may_win(parked.attempt) if self._winner is None else False
             unresolved = verdict is None
             if unresolved and out_of_time:

@@ -95,7 +95,7 @@ def deliver(argv: list[str]) -> NoReturn:
         trace.merge(dispatch_events(dispatched))
     outcome = dispatched.outcome
     if isinstance(outcome, Won):
-        from mxf_remote.handoff import hand_off
+        from mxf_remote.handoff import hand_off, tls_environment_of
 
         trace.mark("handoff", program=outcome.attempt.protocol.program)
         _flush_trace(trace)
@@ -105,6 +105,7 @@ def deliver(argv: list[str]) -> NoReturn:
             arguments,
             environ=os.environ,
             inherited_mask=inherited_mask,
+            tls=tls_environment_of(dispatched, prepared),
         )
 
     from mxf_remote.explain import explain_failure

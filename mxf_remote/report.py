@@ -64,6 +64,12 @@ def null_mx(host: str) -> Report:
     return Report("D", b"Sorry, " + outsafe(host) + b" does not accept mail (null MX). (#5.1.10)\n")
 
 
+def tls_policy_refused(reason: str) -> Report:
+    """DANE or MTA-STS refused every exchanger the race could have used (#4.7.5, as Postfix
+    defers "TLSA lookup error"): the admin's policy or the domain's DNS, never a bounce."""
+    return Report("Z", b"Sorry, " + _one_line(reason) + b". (#4.7.5)\n")
+
+
 def control_error(detail: str) -> Report:
     """A control file is unreadable or malformed; ``detail`` names file, line, problem."""
     return Report("Z", b"Unable to read control files. (#4.3.0)\n" + _one_line(detail) + b"\n")

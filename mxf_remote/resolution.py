@@ -10,7 +10,12 @@ What is asked, and when (spec §3):
 * for a routed host, only the relays' AAAA and A; for a literal, nothing;
 * of AAAA and A, only the families the destination's policy allows
   (``control/addressfamilies``): the other is recorded as NODATA without a question, as
-  if the name had no such addresses.
+  if the name had no such addresses;
+* with ``control/dane`` on, ``TLSA _<port>._tcp.<name>`` beside each exchanger's (or
+  relay's) AAAA and A, for the ports of the STARTTLS protocols (RFC 7672 §2.2): it goes out
+  in the same flight, so DANE costs no round trip.  The race does not wait for it; the
+  handoff does (``tlspolicy.py``);
+* (``TXT _mta-sts.<host>`` goes out at the same moment, from ``stsflow.py``.)
 
 RFC 8305 §3's Resolution Delay lives here: when a name's A answer arrives while its
 AAAA is still outstanding, the A answer is held back for up to 50 ms, so that a slightly
@@ -38,7 +43,7 @@ from typing import Any, Protocol
 
 from mxf_remote.addresses import IPV4, IPV6, parse_literal
 from mxf_remote.destination import Destination
-from mxf_remote.knowledge import MX, SRV, Answer, Knowledge, Status
+from mxf_remote.knowledge import MX, SRV, TLSA, Answer, Knowledge, Status
 from mxf_remote.plan import (
     order_mx_rfc5321,
     order_srv_rfc2782,
@@ -95,8 +100,14 @@ class Resolution:
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         resolution_delay: float = RESOLUTION_DELAY,
+        dane: bool = False,
     ) -> None:
         self.destination = destination
+        self._tlsa_services = {p.service for p in destination.protocols if p.explicit_tls}
+        """Services whose exchangers get TLSA questions: the STARTTLS protocols, when
+        ``control/dane`` is on."""
+        if not dane:
+            self._tlsa_services = set()
         self.knowledge = Knowledge()
         self.queries: list[Query] = []
         """Every question asked, in the order asked."""
@@ -134,6 +145,8 @@ class Resolution:
             for relay in destination.relays:
                 if relay.name is not None:
                     self._resolve_addresses(relay.name)
+                    if relay.protocol.service in self._tlsa_services:
+                        self._resolve_tlsa(relay.name, relay.port)
             return
         host = destination.name
         self.knowledge.mx = Answer(Status.PENDING)
@@ -163,7 +176,13 @@ class Resolution:
         tempfail: Answer[Any] = Answer(Status.TEMPFAIL)
         if knowledge.mx is not None and knowledge.mx.pending:
             knowledge.mx = tempfail
-        for table in (knowledge.srv, knowledge.ipv6, knowledge.ipv4):
+        tables: tuple[dict[Any, Answer[Any]], ...] = (
+            knowledge.srv,
+            knowledge.ipv6,
+            knowledge.ipv4,
+            knowledge.tlsa,
+        )
+        for table in tables:
             for key, answer in table.items():
                 if answer.pending:
                     table[key] = tempfail
@@ -239,21 +258,50 @@ class Resolution:
         if ask_ipv4:
             self._ask(name, "A", lambda answer: self._got_ipv4(name, answer))
 
+    def _resolve_tlsa(self, name: str, port: int) -> None:
+        """Ask ``TLSA _<port>._tcp.<name>`` unless already asked (never for a dotted quad)."""
+        key = (name, port)
+        if key in self.knowledge.tlsa or parse_literal(name) is not None:
+            return
+        self.knowledge.tlsa[key] = Answer(Status.PENDING)
+
+        def got_tlsa(answer: Answer[TLSA]) -> None:
+            self.knowledge.tlsa[key] = answer
+
+        self._ask(f"_{port}._tcp.{name}", "TLSA", got_tlsa)
+
+    def _resolve_exchanger(self, name: str, services: set[str], port: int | None) -> None:
+        """An exchanger's addresses, and its TLSA for those of ``services`` that use STARTTLS.
+
+        ``port`` is the SRV record's; None means each protocol's default port (MX).
+        """
+        self._resolve_addresses(name)
+        for protocol in self.destination.protocols:
+            if protocol.service in services and protocol.service in self._tlsa_services:
+                self._resolve_tlsa(name, port or protocol.default_port)
+
     # -- answers -----------------------------------------------------------------------
 
     def _got_mx(self, answer: Answer[MX]) -> None:
+        services = {p.service for p in self.destination.protocols}
         if answer.status is Status.OK:
-            answer = Answer(Status.OK, order_mx_rfc5321(answer.records, self._rng))
+            answer = Answer(
+                Status.OK, order_mx_rfc5321(answer.records, self._rng), secure=answer.secure
+            )
             for record in usable_exchangers(answer.records):
-                self._resolve_addresses(record.exchange)
+                self._resolve_exchanger(record.exchange, services, None)
+        elif answer.status is Status.NODATA:  # the implicit MX: the host itself
+            self._resolve_exchanger(self.destination.name, services, None)
         self.knowledge.mx = answer
 
     def _srv_handler(self, service: str) -> Callable[[Answer[SRV]], None]:
         def got_srv(answer: Answer[SRV]) -> None:
             if answer.status is Status.OK:
-                answer = Answer(Status.OK, order_srv_rfc2782(answer.records, self._rng))
+                answer = Answer(
+                    Status.OK, order_srv_rfc2782(answer.records, self._rng), secure=answer.secure
+                )
                 for record in usable_srv_targets(answer.records):
-                    self._resolve_addresses(record.target)
+                    self._resolve_exchanger(record.target, {service}, record.port)
             self.knowledge.srv[service] = answer
 
         return got_srv

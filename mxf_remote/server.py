@@ -81,7 +81,9 @@ class Server:
         self.listener: socket.socket | None = None
         self.inode: tuple[int, int] | None = None
         self.deliveries: set[asyncio.Task[None]] = set()
-        self.lookups: dict[tuple[str, ...], Any] = {}
+        self.lookups: dict[tuple[object, ...], Any] = {}
+        self.background: set[asyncio.Task[Any]] = set()
+        """MTA-STS fetches that outlived their delivery: they finish into the cache."""
         self.stopping = asyncio.Event()
         self.served = 0
         self.history = History()
@@ -153,6 +155,9 @@ class Server:
         log(f"stopping: {len(self.deliveries)} deliveries in progress")
         if self.deliveries:
             await asyncio.gather(*self.deliveries, return_exceptions=True)
+        for task in list(self.background):
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         for lookup in self.lookups.values():
             await lookup.close()
         log(f"stopped after {self.served} deliveries")
@@ -213,19 +218,26 @@ class Server:
         finally:
             connection.close()
 
-    def lookup_for(self, nameservers: list[str]) -> Any:
-        """The c-ares channel for this nameserver set (made once, kept open), behind its cache.
+    def lookup_for(self, nameservers: list[str], *, dane: bool = False) -> Any:
+        """The lookup for this nameserver set (made once, kept open), behind its cache.
 
-        One DNS cache per nameserver set: what one set of servers said never answers a
-        delivery that names another.
+        One DNS cache per nameserver set, and per kind of lookup: what one set of servers
+        said never answers a delivery that names another, and an answer c-ares got (never
+        secure) never answers a delivery with ``control/dane`` on, nor the reverse.
         """
-        key = tuple(nameservers)
+        key = (*nameservers, dane)
         lookup = self.lookups.get(key)
         if lookup is None:
-            from mxf_remote.cares import CaresLookup
             from mxf_remote.dnscache import CachingLookup
 
-            lookup = CachingLookup(CaresLookup(nameservers, asyncio.get_running_loop()))
+            if dane:
+                from mxf_remote.dnssec import DnssecLookup
+
+                lookup = CachingLookup(DnssecLookup(nameservers))
+            else:
+                from mxf_remote.cares import CaresLookup
+
+                lookup = CachingLookup(CaresLookup(nameservers, asyncio.get_running_loop()))
             self.lookups[key] = lookup
         return lookup
 

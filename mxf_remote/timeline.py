@@ -33,6 +33,7 @@ _END_EVENTS = {
     Fate.FAILED: "attempt_failed",
     Fate.RUNNER_UP_CLOSED: "attempt_closed_runner_up",
     Fate.CUT_BY_SELF_CHECK: "attempt_cut_by_self_check",
+    Fate.CUT_BY_TLS_POLICY: "attempt_cut_by_tls_policy",
     Fate.ABANDONED: "attempt_abandoned",
     Fate.TIMED_OUT: "attempt_abandoned",
 }

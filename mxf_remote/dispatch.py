@@ -149,10 +149,16 @@ async def dispatch(
         clock=clock,
         dane=control.dane,
     )
-    sts = _sts_flow(destination, control, lookup, changed, resolution, clock, background)
-    plan = LivePlan(
-        destination, resolution, local, penalized, tls_policy=control.dane, sts=sts
+    sts = _sts_flow(
+        destination,
+        control=control,
+        lookup=lookup,
+        changed=changed,
+        resolution=resolution,
+        clock=clock,
+        background=background,
     )
+    plan = LivePlan(destination, resolution, local, penalized, tls_policy=control.dane, sts=sts)
     race: Race[C] = Race(
         plan,
         connect,
@@ -193,6 +199,7 @@ async def dispatch(
 
 def _sts_flow(
     destination: Destination,
+    *,
     control: Control,
     lookup: Lookup,
     changed: asyncio.Event,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mxf_remote import trace as _trace
-from mxf_remote.control import Protocol
+from mxf_remote.control import Control, Protocol
 
 if TYPE_CHECKING:
     from mxf_remote.conversation import Conversation
@@ -106,6 +106,8 @@ class QueryRow:
     end: float | None = None
     status: str = "unanswered"
     records: list[Any] = field(default_factory=list)
+    dnssec: str | None = None
+    """With ``control/dane`` on: ``secure`` (the resolver's AD bit) or ``insecure``."""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -133,6 +135,8 @@ class Result:
     elapsed: float
     report: str | None
     conversation: Conversation | None = None
+    tls: dict[str, Any] = field(default_factory=dict)
+    """DANE and MTA-STS: the settings, TLSA answers, policy, the winner's requirement."""
 
     def as_dict(self) -> dict[str, Any]:
         """The ``--json`` object."""
@@ -154,6 +158,7 @@ class Result:
             "connected": self.winner is not None,
             "elapsed_ms": self.elapsed,
             "report": self.report,
+            "tls": self.tls,
             **({} if self.conversation is None else {"conversation": _conversation_dict(self)}),
         }
 
@@ -266,13 +271,14 @@ def run(argv: list[str]) -> int:
         waiting=[entry.lookup for entry in dispatched.plan.waiting],
         facts=facts_dict(dispatched.plan.facts),
         history=history,
-        queries=query_rows(dispatched),
+        queries=query_rows(dispatched, dane=control.dane),
         notes=notes(dispatched),
         events=trace.events,
         winner=winner,
         elapsed=elapsed,
         report=report,
         conversation=conversation,
+        tls=tls_dict(dispatched, control, nameservers),
     )
     if arguments.json:
         print(json.dumps(result.as_dict(), indent=2, default=str))
@@ -373,6 +379,55 @@ def attempt_rows(
     return rows, winner
 
 
+def tls_dict(
+    dispatched: Dispatched[Any], control: Control, nameservers: list[str]
+) -> dict[str, Any]:
+    """DANE and MTA-STS as the delivery saw them (empty when neither is configured)."""
+    if not control.dane and control.mtasts is None:
+        return {}
+    from mxf_remote.tlspolicy import usable_tlsa
+
+    result: dict[str, Any] = {"dane": control.dane, "mtasts": control.mtasts}
+    if control.dane:
+        remote = [s for s in nameservers if not is_loopback_server(s)]
+        result["untrusted_nameservers"] = remote
+        result["tlsa"] = [
+            {
+                "name": name,
+                "port": port,
+                "status": answer.status.value,
+                "dnssec": "secure" if answer.secure else "insecure",
+                "records": [record.text() for record in answer.records],
+                "usable": [record.text() for record in usable_tlsa(answer.records)],
+            }
+            for (name, port), answer in dispatched.tlsa
+        ]
+    sts = dispatched.sts
+    if sts.state != "off":
+        policy = sts.policy
+        result["sts"] = {
+            "state": sts.state,
+            "domain": sts.domain,
+            "source": sts.source,
+            "mode": None if policy is None else policy.mode,
+            "mx": [] if policy is None else list(policy.mx),
+            "max_age": None if policy is None else policy.max_age,
+        }
+    requirement = dispatched.requirement
+    result["requirement"] = {
+        "kind": requirement.kind or "none",
+        "records": [record.text() for record in requirement.records],
+        "names": list(requirement.names),
+    }
+    return result
+
+
+def is_loopback_server(server: str) -> bool:
+    """True for a nameserver (``ip:port``, ``[v6]:port``) on this machine's loopback."""
+    address = server[1:].partition("]")[0] if server.startswith("[") else server.partition(":")[0]
+    return address.startswith("127.") or address == "::1"
+
+
 def facts_dict(facts: Facts) -> dict[str, Any]:
     """The plan's facts as JSON shows them."""
     return {
@@ -385,6 +440,16 @@ def facts_dict(facts: Facts) -> dict[str, Any]:
         "self_cut": facts.self_cut,
         "cut_preference": facts.cut_preference,
         "behind": [list(key) for key in facts.behind],
+        "refused": [
+            {
+                "protocol": attempt.protocol.service,
+                "exchanger": attempt.exchanger,
+                "address": attempt.address,
+                "port": attempt.port,
+                "reason": refusal.text,
+            }
+            for attempt, refusal in facts.refused
+        ],
         "targets": [target._asdict() for target in facts.targets],
     }
 
@@ -427,13 +492,18 @@ def server_history(home: str) -> list[dict[str, Any]] | None:
     return history if isinstance(history, list) else None
 
 
-def query_rows(dispatched: Dispatched[Any]) -> list[QueryRow]:
-    """Every DNS question: unanswered ones were cut by timeoutdns or cancelled at the end."""
+def query_rows(dispatched: Dispatched[Any], *, dane: bool = False) -> list[QueryRow]:
+    """Every DNS question: unanswered ones were cut by timeoutdns or cancelled at the end.
+
+    ``dane``: the answers came from the AD-aware lookup; each says whether it is secure.
+    """
     rows = []
     for query in dispatched.queries:
         row = QueryRow(query.name, query.rtype, query.sent)
         if query.answered is not None:
             row.end, row.status = query.answered, query.status.value
+            if dane:
+                row.dnssec = "secure" if query.secure else "insecure"
             from mxf_remote.timeline import describe_record
 
             row.records = [describe_record(r) for r in query.records]
@@ -532,6 +602,11 @@ def _fact_lines(facts: dict[str, Any]) -> list[str]:
             f"self-check: this machine is MX {facts['cut_preference']}; "
             "only better exchangers are tried"
         )
+    for refused in facts.get("refused", ()):
+        lines.append(
+            f"refused by TLS policy: {refused['protocol']} to {refused['exchanger']} "
+            f"{refused['address']} port {refused['port']}: {refused['reason']}"
+        )
     for target in facts["targets"]:
         if not target["has_addresses"]:
             why = "temporary failure" if target["temporary"] else "no such address"
@@ -539,6 +614,39 @@ def _fact_lines(facts: dict[str, Any]) -> list[str]:
                 f"no address for {target['name']} "
                 f"({target['source']} {target['preference']}): {why}"
             )
+    return lines
+
+
+def _tls_lines(tls: dict[str, Any]) -> list[str]:
+    """DANE and MTA-STS in a few lines (nothing when neither is configured)."""
+    if not tls:
+        return []
+    lines = []
+    if tls["dane"]:
+        lines.append("DANE: on (control/dane); the nameservers' AD bit is believed")
+        for server in tls["untrusted_nameservers"]:
+            lines.append(
+                f"warning: nameserver {server} is not on loopback: its AD bit crosses the "
+                "network unauthenticated (RFC 4035 §4.9.3); run a validating resolver here"
+            )
+        for entry in tls["tlsa"]:
+            records = ", ".join(entry["records"]) or "no records"
+            lines.append(
+                f"TLSA _{entry['port']}._tcp.{entry['name']}: {entry['status']} "
+                f"({entry['dnssec']}): {records}"
+            )
+    sts = tls.get("sts")
+    if sts is not None:
+        if sts["state"] == "policy":
+            lines.append(
+                f"MTA-STS policy of {sts['domain']}: mode {sts['mode']}, mx "
+                f"{' '.join(sts['mx'])}, max_age {sts['max_age']} ({sts['source']})"
+            )
+        else:
+            lines.append(f"MTA-STS policy of {sts['domain']}: {sts['state']} ({sts['source']})")
+    requirement = tls["requirement"]
+    if requirement["kind"] != "none":
+        lines.append(f"the winner's TLS requirement: {requirement['kind']}")
     return lines
 
 
@@ -596,10 +704,12 @@ def render_text(result: Result) -> str:
     for lookup in result.waiting:
         out.append(f"still waiting for: {lookup}")
     out += _fact_lines(result.facts)
+    out += _tls_lines(result.tls)
     out += _history_lines(result.history)
     timeline: list[tuple[float, list[str]]] = []
     for q in result.queries:
-        detail = q.status + (f": {_records(q.records)}" if q.records else "")
+        detail = q.status + (f" ({q.dnssec})" if q.dnssec else "")
+        detail += f": {_records(q.records)}" if q.records else ""
         timeline.append((q.start, [_ms(q.start), _ms(q.end), f"DNS {q.type} {q.name}", detail]))
     for r in result.plan:
         if r.start is not None:

@@ -71,7 +71,17 @@ class Lookup(Protocol):
 class Query:
     """One question and its answer, as it happened (times in ms on the caller's clock)."""
 
-    __slots__ = ("answered", "cached", "error", "name", "records", "rtype", "sent", "status")
+    __slots__ = (
+        "answered",
+        "cached",
+        "error",
+        "name",
+        "records",
+        "rtype",
+        "secure",
+        "sent",
+        "status",
+    )
 
     def __init__(self, name: str, rtype: str, sent: float) -> None:
         self.name = name
@@ -85,6 +95,8 @@ class Query:
         """A lookup that raised instead of answering (a resolver bug): what it raised."""
         self.cached = False
         """True when a cache gave the answer (``Answer.cached``), not a DNS server."""
+        self.secure = False
+        """DNSSEC: the validating resolver authenticated the answer (``Answer.secure``)."""
 
 
 class Resolution:
@@ -229,7 +241,7 @@ class Resolution:
         if self.expired:
             return
         query.answered, query.status, query.records = self._now_ms(), answer.status, answer.records
-        query.cached = answer.cached
+        query.cached, query.secure = answer.cached, answer.secure
         handler(answer)
         self._on_change()
 

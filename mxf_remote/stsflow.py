@@ -131,7 +131,7 @@ class StsFlow:
             query.error = repr(error)
             return Status.TEMPFAIL, ()
         query.answered, query.status, query.records = self._clock(), answer.status, answer.records
-        query.cached = answer.cached
+        query.cached, query.secure = answer.cached, answer.secure
         return answer.status, answer.records
 
     async def _run(self) -> None:

@@ -194,9 +194,7 @@ def sts_verdict(attempt: Attempt, sts: StsView) -> Verdict:
             "sts",
         )
     if not carries_tls(attempt):
-        return Refusal(
-            f"the MTA-STS policy of {sts.domain} allows only SMTP with STARTTLS", "sts"
-        )
+        return Refusal(f"the MTA-STS policy of {sts.domain} allows only SMTP with STARTTLS", "sts")
     return Requirement(MTA_STS, (), names)
 
 

@@ -1,0 +1,220 @@
+"""Tests for mxf_remote/tlspolicy.py and its place in the plan: DANE and MTA-STS verdicts.
+
+Pure, like test_plan.py: knowledge written by hand, every row of the module's table, and
+the rule that matters most -- nothing reaches a protected exchanger without the check,
+through QMTP or through a race won before the TLSA answer arrived.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mxf_remote.destination import Destination
+from mxf_remote.knowledge import MX, TLSA, Answer, Knowledge, Status
+from mxf_remote.mtasts import Policy
+from mxf_remote.plan import Attempt, Waiting, build_plan
+from mxf_remote.tlspolicy import (
+    DANE,
+    DANE_UNAUTHENTICATED,
+    MTA_STS,
+    MTA_STS_TESTING,
+    NO_REQUIREMENT,
+    Refusal,
+    Requirement,
+    StsView,
+    Wait,
+    usable_tlsa,
+    verdict,
+)
+from tests.test_plan import DEFAULT, LOCAL, QMTP, SMTP
+
+EE = TLSA(3, 1, 1, bytes(range(32)))
+TA = TLSA(2, 0, 2, bytes(64))
+PKIX = TLSA(1, 1, 1, bytes(32))
+SHORT = TLSA(3, 1, 1, bytes(31))
+NO_STS = StsView()
+
+
+def secure(*records: object) -> Answer[object]:
+    return Answer(Status.OK, records, secure=True)
+
+
+def insecure(*records: object) -> Answer[object]:
+    return Answer(Status.OK, records)
+
+
+def knowledge(
+    *,
+    a: Answer[str] | None = None,
+    aaaa: Answer[str] | None = None,
+    tlsa: Answer[TLSA] | None = None,
+    name: str = "mx1.example.org",
+    preference: int = 10,
+) -> Knowledge:
+    known = Knowledge(mx=secure(MX(preference, name)))  # type: ignore[arg-type]
+    known.ipv4[name] = a if a is not None else secure("192.0.2.1")  # type: ignore[assignment]
+    known.ipv6[name] = aaaa if aaaa is not None else Answer(Status.NODATA, secure=True)
+    if tlsa is not None:
+        known.tlsa[(name, 25)] = tlsa
+    return known
+
+
+def smtp(address: str = "192.0.2.1", name: str = "mx1.example.org") -> Attempt:
+    return Attempt(SMTP, name, address, 25, "mx", 10)
+
+
+def qmtp(address: str = "192.0.2.1", name: str = "mx1.example.org") -> Attempt:
+    return Attempt(QMTP, name, address, 209, "mx", 10)
+
+
+class TestDane:
+    def test_secure_usable_records_make_tls_mandatory_and_checked(self) -> None:
+        decided = verdict(smtp(), knowledge(tlsa=secure(EE, PKIX)), NO_STS)  # type: ignore[arg-type]
+        assert decided == Requirement(DANE, (EE,), ("mx1.example.org",))
+        assert decided.mandatory
+
+    def test_secure_but_no_usable_record_is_tls_without_authentication(self) -> None:
+        decided = verdict(smtp(), knowledge(tlsa=secure(PKIX, SHORT)), NO_STS)  # type: ignore[arg-type]
+        assert decided == Requirement(DANE_UNAUTHENTICATED, (), ("mx1.example.org",))
+        assert decided.mandatory
+
+    @pytest.mark.parametrize(
+        "answer",
+        [Answer(Status.NODATA, secure=True), Answer(Status.NXDOMAIN, secure=True), insecure(EE)],
+    )
+    def test_no_tlsa_or_an_insecure_one_is_no_dane(self, answer: Answer[TLSA]) -> None:
+        assert verdict(smtp(), knowledge(tlsa=answer), NO_STS) == NO_REQUIREMENT
+
+    def test_a_failed_tlsa_lookup_refuses_the_exchanger(self) -> None:
+        decided = verdict(smtp(), knowledge(tlsa=Answer(Status.TEMPFAIL)), NO_STS)
+        assert decided == Refusal(
+            "TLSA lookup error for mx1.example.org:25", "tlsa", "dnssec-invalid"
+        )
+
+    def test_an_outstanding_tlsa_is_waited_for(self) -> None:
+        decided = verdict(smtp(), knowledge(tlsa=Answer(Status.PENDING)), NO_STS)
+        assert decided == Wait("TLSA of mx1.example.org")
+
+    def test_insecure_addresses_switch_dane_off_even_with_a_bogus_tlsa(self) -> None:
+        known = knowledge(a=insecure("192.0.2.1"), tlsa=Answer(Status.TEMPFAIL))  # type: ignore[arg-type]
+        assert verdict(smtp(), known, NO_STS) == NO_REQUIREMENT
+
+    def test_security_is_per_address_family(self) -> None:
+        known = knowledge(aaaa=insecure("2001:db8::1"), tlsa=secure(EE))  # type: ignore[arg-type]
+        assert verdict(smtp("2001:db8::1"), known, NO_STS) == NO_REQUIREMENT
+        assert verdict(smtp("192.0.2.1"), known, NO_STS).kind == DANE  # type: ignore[union-attr]
+
+    def test_an_insecure_mx_answer_does_not_switch_dane_off(self) -> None:
+        known = knowledge(tlsa=secure(EE))  # type: ignore[arg-type]
+        known.mx = insecure(MX(10, "mx1.example.org"))  # type: ignore[assignment]
+        assert verdict(smtp(), known, NO_STS).kind == DANE  # type: ignore[union-attr]
+
+    def test_a_literal_never_gets_dane(self) -> None:
+        attempt = Attempt(SMTP, "192.0.2.1", "192.0.2.1", 25, "literal", 0, named=False)
+        assert verdict(attempt, knowledge(tlsa=secure(EE)), NO_STS) == NO_REQUIREMENT  # type: ignore[arg-type]
+
+
+class TestNoDowngrade:
+    def test_qmtp_to_a_protected_exchanger_is_refused(self) -> None:
+        decided = verdict(qmtp(), knowledge(tlsa=secure(EE)), NO_STS)  # type: ignore[arg-type]
+        assert isinstance(decided, Refusal)
+        assert "protected by DANE" in decided.text
+
+    @pytest.mark.parametrize("tlsa", [secure(PKIX), Answer(Status.TEMPFAIL)])
+    def test_qmtp_is_refused_whenever_smtp_would_need_tls(self, tlsa: Answer[TLSA]) -> None:
+        assert isinstance(verdict(qmtp(), knowledge(tlsa=tlsa), NO_STS), Refusal)
+
+    def test_qmtp_waits_for_the_tlsa_of_the_exchanger(self) -> None:
+        decided = verdict(qmtp(), knowledge(tlsa=Answer(Status.PENDING)), NO_STS)
+        assert decided == Wait("TLSA of mx1.example.org")
+
+    def test_qmtp_to_an_unprotected_exchanger_goes_ahead(self) -> None:
+        known = knowledge(tlsa=Answer(Status.NODATA, secure=True))
+        assert verdict(qmtp(), known, NO_STS) == NO_REQUIREMENT
+
+    def test_the_plan_holds_qmtp_behind_a_marker_while_smtp_races(self) -> None:
+        destination = Destination("example.org", DEFAULT)  # MXPS slice 1: QMTP, then SMTP
+        known = knowledge(tlsa=Answer(Status.PENDING), preference=12801)
+        plan = build_plan(destination, known, LOCAL, tls=lambda a: verdict(a, known, NO_STS))
+        assert plan.entries[0] == Waiting("TLSA of mx1.example.org")
+        assert [a.protocol.service for a in plan.attempts] == ["smtp"]
+
+    def test_the_plan_drops_refused_attempts_and_says_why(self) -> None:
+        destination = Destination("example.org", DEFAULT)
+        known = knowledge(tlsa=secure(EE), preference=12801)  # type: ignore[arg-type]
+        plan = build_plan(destination, known, LOCAL, tls=lambda a: verdict(a, known, NO_STS))
+        assert [a.protocol.service for a in plan.attempts] == ["smtp"]
+        assert [a.protocol.service for a, _ in plan.facts.refused] == ["qmtp"]
+
+
+ENFORCE = Policy("enforce", ("mx1.example.org", "*.mail.example.org"), 86400, "")
+TESTING = Policy("testing", ("mx1.example.org",), 86400, "")
+
+
+def sts(policy: Policy | None, state: str = "policy") -> StsView:
+    return StsView(state, "example.org", policy, "cache")
+
+
+class TestMtaSts:
+    def test_enforce_makes_webpki_tls_mandatory_for_a_listed_mx(self) -> None:
+        decided = verdict(smtp(), knowledge(), sts(ENFORCE))
+        assert decided == Requirement(MTA_STS, (), ("mx1.example.org",))
+
+    def test_enforce_refuses_an_mx_outside_the_patterns(self) -> None:
+        attempt = smtp(name="a.b.mail.example.org")
+        decided = verdict(attempt, knowledge(name="a.b.mail.example.org"), sts(ENFORCE))
+        assert isinstance(decided, Refusal)
+        assert decided.text == (
+            "a.b.mail.example.org is not an MX host of the MTA-STS policy of example.org"
+        )
+
+    def test_enforce_refuses_qmtp(self) -> None:
+        assert isinstance(verdict(qmtp(), knowledge(), sts(ENFORCE)), Refusal)
+
+    def test_testing_delivers_as_today_but_records(self) -> None:
+        assert verdict(smtp(), knowledge(), sts(TESTING)).kind == MTA_STS_TESTING  # type: ignore[union-attr]
+
+    def test_a_pending_policy_is_waited_for(self) -> None:
+        assert verdict(smtp(), knowledge(), sts(None, "pending")) == Wait("MTA-STS policy")
+
+    def test_relays_are_not_subject_to_mta_sts(self) -> None:
+        attempt = Attempt(SMTP, "relay.example.net", "192.0.2.9", 25, "route", 0)
+        assert verdict(attempt, knowledge(), sts(ENFORCE)) == NO_REQUIREMENT
+
+    def test_dane_wins_over_mta_sts(self) -> None:
+        known = knowledge(tlsa=secure(EE))  # type: ignore[arg-type]
+        assert verdict(smtp(), known, sts(ENFORCE)).kind == DANE  # type: ignore[union-attr]
+
+    def test_a_failing_dane_is_never_overridden_by_mta_sts(self) -> None:
+        known = knowledge(tlsa=Answer(Status.TEMPFAIL))
+        assert isinstance(verdict(smtp(), known, sts(ENFORCE)), Refusal)
+
+    def test_mta_sts_waits_while_dane_might_still_apply(self) -> None:
+        attempt = smtp(name="a.b.mail.example.org")
+        known = knowledge(name="a.b.mail.example.org", tlsa=Answer(Status.PENDING))
+        assert isinstance(verdict(attempt, known, sts(ENFORCE)), Wait)
+
+    def test_no_dane_falls_through_to_mta_sts(self) -> None:
+        known = knowledge(tlsa=Answer(Status.NODATA, secure=True))
+        assert verdict(smtp(), known, sts(ENFORCE)).kind == MTA_STS  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("record", "usable"),
+    [
+        (TLSA(3, 1, 1, bytes(32)), True),
+        (TLSA(2, 0, 2, bytes(64)), True),
+        (TLSA(3, 0, 0, b"\x30\x82"), True),
+        (TLSA(3, 0, 0, b""), False),
+        (TLSA(0, 1, 1, bytes(32)), False),
+        (TLSA(1, 1, 1, bytes(32)), False),
+        (TLSA(4, 1, 1, bytes(32)), False),
+        (TLSA(3, 2, 1, bytes(32)), False),
+        (TLSA(3, 1, 3, bytes(32)), False),
+        (TLSA(3, 1, 1, bytes(64)), False),
+        (TLSA(3, 1, 2, bytes(32)), False),
+    ],
+)
+def test_usable_records(record: TLSA, usable: bool) -> None:
+    """RFC 7672 §3.1.3: only DANE-TA and DANE-EE, with known selectors and matching types."""
+    assert usable_tlsa([record]) == ((record,) if usable else ())

@@ -11,6 +11,9 @@ Shared module-scoped servers, each made from a variable of the module that uses 
 
 * ``knot``: a ``KnotServer`` serving the module's ``ZONES`` (origin → zone text), and
   answering SERVFAIL for its ``SERVFAIL_ZONES`` when it has them;
+* ``dnssec_lab``: a ``DnssecLab`` (knotd signing, unbound validating) serving the module's
+  ``DNSSEC_ZONES`` (origin → zone text), signing its ``DNSSEC_SIGNED`` and publishing a
+  wrong DS for its ``DNSSEC_BROKEN_DS`` when it has them;
 * ``listeners``: ``remotekit.Listeners`` greeting on the module's ``LISTENERS``
   (``(address, port)`` pairs);
 * ``sink`` (and ``arrivals``, the same emptied for each test): one aiosmtpd on port 25 of
@@ -38,6 +41,7 @@ import pytest
 from tests.infra.netns import enter_private_netns, nft_available
 
 if TYPE_CHECKING:
+    from tests.infra.dnsseclab import DnssecLab
     from tests.infra.knot import KnotServer
     from tests.remotekit import Listeners
     from tests.sinkkit import SmtpSink
@@ -113,6 +117,21 @@ def knot(request: pytest.FixtureRequest, netns: None) -> Iterator[KnotServer]:
     servfail = getattr(request.module, "SERVFAIL_ZONES", ())
     with KnotServer(zones, servfail_zones=servfail) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def dnssec_lab(request: pytest.FixtureRequest, netns: None) -> Iterator[DnssecLab]:
+    """knotd signing and unbound validating the module's ``DNSSEC_ZONES``."""
+    from tests.infra.dnsseclab import DnssecLab, missing_tools
+
+    problem = missing_tools()
+    if problem is not None:
+        pytest.skip(f"no DNSSEC lab: {problem}")
+    zones = _module_setting(request, "DNSSEC_ZONES")
+    signed = _module_setting(request, "DNSSEC_SIGNED")
+    broken = getattr(request.module, "DNSSEC_BROKEN_DS", ())
+    with DnssecLab(zones, signed=signed, broken_ds=broken) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")

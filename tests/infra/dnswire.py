@@ -51,6 +51,10 @@ QTYPES: dict[str, int] = {
     "AAAA": 28,
     "SRV": 33,
     "OPT": 41,
+    "DS": 43,
+    "RRSIG": 46,
+    "NSEC": 47,
+    "DNSKEY": 48,
     "TLSA": 52,
     "ANY": 255,
 }
@@ -68,6 +72,7 @@ _FLAG_AA = 0x0400
 _FLAG_TC = 0x0200
 _FLAG_RD = 0x0100
 _FLAG_RA = 0x0080
+_FLAG_AD = 0x0020
 _HEADER = struct.Struct("!HHHHHH")
 _MAX_POINTER_HOPS = 64
 
@@ -212,6 +217,11 @@ class Message:
         """The truncation bit."""
         return bool(self.flags & _FLAG_TC)
 
+    @property
+    def ad(self) -> bool:
+        """The authentic-data bit (a validating resolver vouches for the answer)."""
+        return bool(self.flags & _FLAG_AD)
+
     def answer_data(self, rtype: str | int) -> list[object]:
         """The decoded data of every answer record of that type, in order."""
         code = qtype_code(rtype)
@@ -225,11 +235,16 @@ def build_query(
     qid: int | None = None,
     rd: bool = True,
     edns_payload: int | None = None,
+    ad: bool = False,
 ) -> bytes:
-    """Build a query message; `edns_payload` adds an OPT record with that UDP size."""
+    """Build a query message; `edns_payload` adds an OPT record with that UDP size.
+
+    `ad` sets AD=1, asking a validating resolver to report whether it validated the answer
+    (RFC 6840 5.7); without it resolvers answer AD=0 even for secure data.
+    """
     if qid is None:
         qid = random.randrange(0x10000)
-    flags = _FLAG_RD if rd else 0
+    flags = (_FLAG_RD if rd else 0) | (_FLAG_AD if ad else 0)
     arcount = 1 if edns_payload is not None else 0
     out = _HEADER.pack(qid, flags, 1, 0, 0, arcount)
     out += _encode_name(qname) + struct.pack("!HH", qtype_code(qtype), 1)
@@ -340,13 +355,13 @@ def _family(host: str) -> socket.AddressFamily:
 
 
 def query_udp(
-    host: str, port: int, qname: str, qtype: str | int, *, timeout: float = 1.0
+    host: str, port: int, qname: str, qtype: str | int, *, timeout: float = 1.0, ad: bool = False
 ) -> Message:
     """Send one query over UDP and return the parsed answer with the same id.
 
     Raises TimeoutError (socket.timeout) when nothing matching arrives within `timeout`.
     """
-    query = build_query(qname, qtype, edns_payload=1232)
+    query = build_query(qname, qtype, edns_payload=1232, ad=ad)
     qid = struct.unpack_from("!H", query, 0)[0]
     deadline = time.monotonic() + timeout
     with socket.socket(_family(host), socket.SOCK_DGRAM) as sock:
@@ -374,10 +389,10 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def query_tcp(
-    host: str, port: int, qname: str, qtype: str | int, *, timeout: float = 1.0
+    host: str, port: int, qname: str, qtype: str | int, *, timeout: float = 1.0, ad: bool = False
 ) -> Message:
     """Send one query over TCP (2-byte length framing) and return the parsed answer."""
-    query = build_query(qname, qtype)
+    query = build_query(qname, qtype, ad=ad)
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
         sock.sendall(struct.pack("!H", len(query)) + query)

@@ -294,7 +294,7 @@ class TestOff:
         assert_nothing_arrived(lab)
 
 
-@pytest.mark.cold_only(reason="the probe runs its own dispatch")
+@pytest.mark.cold_only("the probe runs its own dispatch")
 def test_probe_shows_dnssec_status_tlsa_and_the_requirement(
     home: QmailHome, lab: tuple[Lab, DnssecLab]
 ) -> None:

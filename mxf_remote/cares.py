@@ -277,6 +277,7 @@ def _wanted(rtype: str) -> int:
         "SRV": pycares.QUERY_TYPE_SRV,
         "A": pycares.QUERY_TYPE_A,
         "AAAA": pycares.QUERY_TYPE_AAAA,
+        "TXT": pycares.QUERY_TYPE_TXT,
     }
     return wanted[rtype]
 
@@ -294,6 +295,8 @@ def _records(result: Any, rtype: str) -> tuple[Any, ...]:
             records.append(
                 SRV(int(data.priority), int(data.weight), int(data.port), dns_name(data.target))
             )
+        elif rtype == "TXT":
+            records.append(bytes(data.data))  # pycares 5 joins the character-strings
         else:
             address = canonical_address(data.addr)
             if address is not None and (":" in address) == (rtype == "AAAA"):

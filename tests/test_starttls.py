@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from tests.clientkit import (
     postfix_binaries,
     reports_of,
 )
+from tests.danekit import DanePki, Issued
 from tests.tlskit import TIMEOUT, AiosmtpdServer, Certs
 
 NAME = "mx.tls.test"
@@ -445,3 +447,172 @@ class TestPostfix:
         received, _, stored = content.partition(b"\nFrom: ")
         assert b"(using TLSv1." in received, received
         assert b"From: " + stored == message
+
+
+@pytest.fixture(scope="module")
+def dane_leaf(tmp_path_factory: pytest.TempPathFactory) -> Issued:
+    """A self-signed leaf for NAME (DANE-EE) from a danekit PKI."""
+    return DanePki(tmp_path_factory.mktemp("dane")).self_signed("leaf", NAME)
+
+
+@pytest.fixture(scope="module")
+def dane_server(dane_leaf: Issued) -> Iterator[AiosmtpdServer]:
+    """aiosmtpd offering STARTTLS with the self-signed DANE-EE leaf."""
+    import ssl
+
+    leaf = dane_leaf
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(leaf.chain_path, leaf.key_path)
+    server = AiosmtpdServer("127.0.0.1", 0, context)
+    yield server
+    server.close()
+
+
+class TestTlsPolicy:
+    """MXFTLSREQUIRED (DANE, MTA-STS): never clear text; the engine's reason in the report."""
+
+    def test_dane_match_delivers_over_tls(
+        self, dane_server: AiosmtpdServer, dane_leaf: Issued, home: str
+    ) -> None:
+        """A matching DANE-EE record: delivered over TLS, as without a policy."""
+        record = dane_leaf.tlsa(3, 1, 1)
+        env = {"MXFDANE": record, "MXFTLSREQUIRED": "dane"}
+        assert run_smtpc(connect(dane_server), home, env=env) == (0, ACCEPTED)
+        assert dane_server.arrival().tls is not None
+
+    def test_dane_mismatch_is_deferred_with_reason(
+        self, dane_server: AiosmtpdServer, home: str
+    ) -> None:
+        """No record matches: Z with the engine's reason, (#4.7.5), nothing delivered."""
+        env = {"MXFDANE": "3 1 1 " + "ab" * 32, "MXFTLSREQUIRED": "dane"}
+        status, output = run_smtpc(connect(dane_server), home, env=env)
+        assert (status, output) == (
+            0,
+            b"ZTLS with 127.0.0.1 failed after STARTTLS: "
+            b"DANE: no TLSA record matched the certificate. (#4.7.5)\n\0",
+        )
+        assert output == reports.tls_failed_because(
+            "127.0.0.1", "DANE: no TLSA record matched the certificate"
+        )
+        assert dane_server.no_arrival()
+
+    def test_malformed_records_are_deferred(self, dane_server: AiosmtpdServer, home: str) -> None:
+        """A malformed MXFDANE: Z naming the configuration error, never clear text."""
+        env = {"MXFDANE": "1 1 1 " + "ab" * 32, "MXFTLSREQUIRED": "dane"}
+        status, output = run_smtpc(connect(dane_server), home, env=env)
+        assert status == 0
+        assert output.startswith(
+            b"ZTLS with 127.0.0.1 failed after STARTTLS: TLS client configuration error: MXFDANE: "
+        )
+        assert output.endswith(b". (#4.7.5)\n\0")
+        assert dane_server.no_arrival()
+
+    @pytest.mark.parametrize(("policy", "label"), [("dane", b"DANE"), ("mta-sts", b"MTA-STS")])
+    def test_not_offered_is_deferred(
+        self, plain_server: AiosmtpdServer, home: str, policy: str, label: bytes
+    ) -> None:
+        """No STARTTLS offered under a policy: Z, no MAIL in clear."""
+        env = {"MXFTLSREQUIRED": policy}
+        assert run_smtpc(connect(plain_server), home, env=env) == (
+            0,
+            b"ZConnected to 127.0.0.1 but STARTTLS is not offered, and "
+            + label
+            + b" requires TLS. (#4.7.5)\n\0",
+        )
+        assert plain_server.no_arrival()
+
+    def test_no_tls_client_is_deferred(self, tls_server: AiosmtpdServer, home: str) -> None:
+        """Under a policy without a UCSPI-TLS client (no SSLCTLFD): Z, nothing in clear."""
+        env = {"MXFTLSREQUIRED": "mta-sts"}
+        assert run_smtpc(connect(tls_server), home, env=env, ucspi=False) == (
+            0,
+            b"ZTLS is required by MTA-STS but no TLS client is running. (#4.7.5)\n\0",
+        )
+        assert tls_server.no_arrival()
+
+    def test_refused_is_deferred(self, home: str) -> None:
+        """STARTTLS refused under a policy: Z with the server's text, QUIT, nothing else."""
+
+        def script(peer: Peer) -> None:
+            offer_starttls(peer)
+            peer.expect(b"STARTTLS")
+            peer.reply("454 4.7.0 TLS not available")
+            peer.expect(b"QUIT")
+            assert peer.read_to_eof(TIMEOUT) == b""
+
+        (status, output), _ = converse(script, home, env={"MXFTLSREQUIRED": "dane"})
+        assert (status, output) == (
+            0,
+            b"ZConnected to 127.0.0.1 but STARTTLS was refused, and DANE requires TLS. (#4.7.5)\n"
+            b"Remote host said: 454 4.7.0 TLS not available\n\0",
+        )
+
+    def test_unknown_policy_still_requires_tls(
+        self, plain_server: AiosmtpdServer, home: str
+    ) -> None:
+        """A value smtpc does not know still means TLS is required (fail closed)."""
+        status, output = run_smtpc(connect(plain_server), home, env={"MXFTLSREQUIRED": "\x1bweird"})
+        assert status == 0
+        assert output == (
+            b"ZConnected to 127.0.0.1 but STARTTLS is not offered, and TLS policy requires"
+            b" TLS. (#4.7.5)\n\0"
+        )
+        assert plain_server.no_arrival()
+
+    def test_hostile_engine_reason_is_sanitized(self) -> None:
+        """The reason crosses a pipe: control bytes become ``?``, length is capped."""
+        text = "DANE: bad\x1b[31m" + "x" * 1000
+        output = reports.tls_failed_because("127.0.0.1", text)
+        assert b"\x1b" not in output
+        assert output.startswith(b"ZTLS with 127.0.0.1 failed after STARTTLS: DANE: bad?[31m")
+        assert len(output) < 520
+
+    def test_tlsrpt_garbage_never_costs_the_message(
+        self, dane_server: AiosmtpdServer, dane_leaf: Issued, home: str
+    ) -> None:
+        """A garbage MXFTLSRPT: the TLS-RPT hook fails quietly, the message is delivered."""
+        record = dane_leaf.tlsa(3, 1, 1)
+        env = {"MXFDANE": record, "MXFTLSREQUIRED": "dane", "MXFTLSRPT": "{not json"}
+        assert run_smtpc(connect(dane_server), home, env=env) == (0, ACCEPTED)
+        assert dane_server.arrival().tls is not None
+
+
+class TestTlsRptHook:
+    """record_tls_outcome: hands the outcome on, and never lets the recorder fail a delivery."""
+
+    def test_passes_the_outcome_on(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The recorder gets the environment, the result, both addresses and the reason."""
+        import types
+
+        from mxf_remote.clients import smtp
+
+        calls: list[tuple[object, ...]] = []
+        fake = types.ModuleType("mxf_remote.tlsrpt")
+        fake.record_from_environment = lambda *args, **kwargs: calls.append((args, kwargs))  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "mxf_remote.tlsrpt", fake)
+        monkeypatch.setenv("TCPLOCALIP", "192.0.2.1")
+        smtp.record_tls_outcome("validation-failure", receiving_ip="192.0.2.9", reason="DANE: x")
+        assert len(calls) == 1
+        args, kwargs = calls[0]
+        assert args[0] is os.environ and args[1] == "validation-failure"
+        assert kwargs == {
+            "sending_ip": "192.0.2.1",
+            "receiving_ip": "192.0.2.9",
+            "reason": "DANE: x",
+        }
+
+    def test_a_failing_recorder_is_swallowed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A recorder that raises (or a module that cannot be imported) changes nothing."""
+        import types
+
+        from mxf_remote.clients import smtp
+
+        def explode(*args: object, **kwargs: object) -> None:
+            raise OSError("disk full")
+
+        fake = types.ModuleType("mxf_remote.tlsrpt")
+        fake.record_from_environment = explode  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "mxf_remote.tlsrpt", fake)
+        smtp.record_tls_outcome("success", receiving_ip="192.0.2.9", reason="")
+        monkeypatch.setitem(sys.modules, "mxf_remote.tlsrpt", None)  # ImportError
+        smtp.record_tls_outcome("success", receiving_ip="192.0.2.9", reason="")

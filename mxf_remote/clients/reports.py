@@ -31,6 +31,12 @@ Texts of our own, where qmail-remote has none (the wording follows its style):
   server said 220 but no TLS session came of it (we never fall back to clear text then);
   ``ZUnable to start TLS: SSLREADFD and SSLWRITEFD are not usable. (#4.3.0)`` for a
   broken UCSPI-TLS client.
+* TLS required by a policy (``MXFTLSREQUIRED=dane`` or ``mta-sts``, set by mxf-remote for
+  DANE and MTA-STS ``enforce``): ``ZConnected to <ip> but STARTTLS is not offered, and
+  DANE requires TLS. (#4.7.5)`` (``MTA-STS`` for mta-sts), the same with ``STARTTLS was
+  refused`` and the server's reply, ``ZTLS is required by DANE but no TLS client is
+  running. (#4.7.5)``; a failed check with the engine's reason: ``ZTLS with <ip> failed
+  after STARTTLS: <reason>. (#4.7.5)`` (reason through ``printable_ascii``, at most 400).
 * SMTP AUTH to a relay (``control/authsenders``, ``smtproutes`` with ``|user|password``):
   ``ZConnected to <ip> but <relay> offers no TLS: the credentials of control/<file> are
   never sent in clear. (#4.7.0)``; ``ZConnected to <ip> but <relay> offers no AUTH
@@ -183,6 +189,55 @@ def tls_failed(ip: str) -> bytes:
     """220 to STARTTLS, then no TLS session: handshake, certificate or engine failure."""
     return report_bytes(
         "Z", b"TLS handshake with " + outsafe(ip) + b" failed after STARTTLS. (#4.4.2)\n"
+    )
+
+
+MAX_TLS_REASON = 400
+"""Characters of the TLS engine's reason a report keeps."""
+
+
+def _policy_requires(label: str) -> bytes:
+    return b", and " + printable_ascii(label.encode("ascii", "replace")) + b" requires TLS."
+
+
+def starttls_not_offered_but_required(ip: str, label: str) -> bytes:
+    """A TLS policy (DANE, MTA-STS) applies and the server does not offer STARTTLS."""
+    return report_bytes(
+        "Z",
+        b"Connected to "
+        + outsafe(ip)
+        + b" but STARTTLS is not offered"
+        + _policy_requires(label)
+        + b" (#4.7.5)\n",
+    )
+
+
+def starttls_refused_but_required(ip: str, label: str, text: bytes) -> bytes:
+    """A TLS policy applies and the server refused STARTTLS (its reply follows)."""
+    return report_bytes(
+        "Z",
+        b"Connected to "
+        + outsafe(ip)
+        + b" but STARTTLS was refused"
+        + _policy_requires(label)
+        + b" (#4.7.5)\n"
+        + remote_said(text),
+    )
+
+
+def tls_required_without_client(label: str) -> bytes:
+    """A TLS policy applies and we do not run under a UCSPI-TLS client (no SSLCTLFD)."""
+    name = printable_ascii(label.encode("ascii", "replace"))
+    return report_bytes(
+        "Z", b"TLS is required by " + name + b" but no TLS client is running. (#4.7.5)\n"
+    )
+
+
+def tls_failed_because(ip: str, reason: str) -> bytes:
+    """220 to STARTTLS, then the engine's reason for failing (a policy's check)."""
+    text = printable_ascii(reason.encode("utf-8", "replace"))[:MAX_TLS_REASON].rstrip(b". ")
+    return report_bytes(
+        "Z", b"TLS with " + outsafe(ip) + b" failed after STARTTLS: " + text + b". (#4.7.5)\n"
     )
 
 

@@ -28,6 +28,13 @@ The conversation, and where we differ from qmail-remote:
    (``CAFILE``/``CADIR``): then it is ``ZConnected to <ip> but STARTTLS was refused.``.
    A failed handshake after 220 is ``ZTLS handshake with <ip> failed after STARTTLS.``
    -- never a fall-back to clear text.
+   Under a TLS policy (``MXFTLSREQUIRED=dane`` or ``mta-sts``: mxf-remote found usable
+   TLSA records, or an MTA-STS policy in ``enforce``) nothing goes in clear: STARTTLS not
+   offered, refused, or no UCSPI-TLS client at all is a Z naming the policy; a failed
+   handshake or certificate check is ``ZTLS with <ip> failed after STARTTLS: <reason>.``
+   with the reason the engine put in its cut-short environment block (``MXFTLSFAILURE``).
+   With ``MXFTLSRPT`` set, the TLS outcome goes to ``mxf_remote.tlsrpt`` at the end
+   (``record_tls_outcome``), which can never fail the delivery.
 3b. SMTP AUTH (RFC 4954), when the route mxf-remote followed has credentials
    (``control/authsenders``, or ``smtproutes`` with ``|user|password``; read here by
    ``credentials.find_credentials``, never passed in argv or the environment): only over
@@ -194,6 +201,48 @@ def tls_verification_configured() -> bool:
     return any(os.environ.get(name) for name in ("MXFTLSVERIFY", "CAFILE", "CADIR"))
 
 
+_POLICY_LABELS = {"dane": "DANE", "mta-sts": "MTA-STS"}
+STARTTLS_NOT_SUPPORTED = "starttls-not-supported"
+VALIDATION_FAILURE = "validation-failure"
+_RESULT_TYPES = frozenset(
+    (
+        VALIDATION_FAILURE,
+        "certificate-host-mismatch",
+        "certificate-expired",
+        "certificate-not-trusted",
+    )
+)
+"""The RFC 8460 §4.3 result types the engine may send; anything else is validation-failure."""
+
+
+def required_tls_policy() -> str | None:
+    """How reports name the policy that makes TLS mandatory (``MXFTLSREQUIRED``), or None.
+
+    An unknown non-empty value still makes TLS mandatory (fail closed): a mistyped policy
+    must not turn into clear text.
+    """
+    value = os.environ.get("MXFTLSREQUIRED", "")
+    if not value:
+        return None
+    return _POLICY_LABELS.get(value.lower(), "TLS policy")
+
+
+def record_tls_outcome(result: str, *, receiving_ip: str, reason: str) -> None:
+    """Hand one session's TLS outcome to the TLS-RPT recorder; never fails the delivery."""
+    try:
+        from mxf_remote.tlsrpt import record_from_environment  # type: ignore[import-not-found,unused-ignore]
+
+        record_from_environment(
+            os.environ,
+            result,
+            sending_ip=os.environ.get("TCPLOCALIP", ""),
+            receiving_ip=receiving_ip,
+            reason=reason,
+        )
+    except Exception:  # noqa: S110 - a report about TLS must never cost the message
+        pass
+
+
 def _close(fd: int) -> None:
     try:  # noqa: SIM105 - contextlib costs an import at every start-up
         os.close(fd)
@@ -201,15 +250,16 @@ def _close(fd: int) -> None:
         pass
 
 
-def _start_tls(control: int, timeout: float) -> bool:
+def _start_tls(control: int, timeout: float) -> tuple[bool, tuple[str, str] | None]:
     """UCSPI-TLS ``Y``: start the handshake and wait for the environment block.
 
-    True once the engine has sent a complete block (the handshake succeeded); False when
-    the control descriptor fails, or reaches EOF (or a timeout) before the block ends --
-    the engine failed the handshake.  The block itself is not used: the reports do not
-    name TLS parameters.
+    ``(True, None)`` once the engine has sent a complete block (the handshake succeeded);
+    ``(False, failure)`` when the control descriptor fails, or reaches EOF (or a timeout)
+    before the block ends -- the engine failed the handshake.  ``failure`` is ``(RFC 8460
+    result type, reason)`` when the cut-short block is the engine's ``MXFTLSFAILURE``
+    entry (under a policy), else None.  The TLS parameters themselves are not used.
     """
-    from mxf_remote.tls.envblock import IncompleteBlock, parse_env_block
+    from mxf_remote.tls.envblock import IncompleteBlock, parse_env_block, parse_failure
 
     try:
         written = os.write(control, b"Y")
@@ -218,12 +268,17 @@ def _start_tls(control: int, timeout: float) -> bool:
     block = read_until_eof(control, timeout, MAX_ENV_BLOCK) if written == 1 else None
     _close(control)
     if block is None:
-        return False
+        return False, None
     try:
         parse_env_block(block)
-    except (IncompleteBlock, ValueError):
-        return False
-    return True
+    except IncompleteBlock:
+        failure = parse_failure(block)
+        if failure is not None and failure[0] not in _RESULT_TYPES:
+            failure = (VALIDATION_FAILURE, failure[1])
+        return False, failure
+    except ValueError:
+        return False, None
+    return True, None
 
 
 class SmtpSession:
@@ -260,9 +315,18 @@ class SmtpSession:
         """The AUTH mechanisms of the last EHLO reply."""
         self.tls = False
         """True once STARTTLS has switched the conversation to TLS."""
+        self.tls_outcome: tuple[str, str] | None = None
+        """``(RFC 8460 result type or "success", reason)`` once TLS was decided."""
 
     def run(self) -> bytes:
-        """Deliver; every report, ready for fd 1."""
+        """Deliver; every report, ready for fd 1 (and the TLS outcome to TLS-RPT)."""
+        report = self._run()
+        if self.tls_outcome is not None and os.environ.get("MXFTLSRPT"):
+            result, reason = self.tls_outcome
+            record_tls_outcome(result, receiving_ip=self.ip, reason=reason)
+        return report
+
+    def _run(self) -> bytes:
         try:
             self._converse()
         except Finished as finished:
@@ -341,27 +405,45 @@ class SmtpSession:
         clear -- deferring would retry into the same refusal until queuelifetime and
         then bounce a message a clear-text MTA would have delivered.
         """
+        policy = required_tls_policy()
         descriptors = _ucspi_tls_descriptors()
         if descriptors is None:
+            if policy is not None and not os.environ.get("SSL_PROTOCOL"):
+                self.tls_outcome = (STARTTLS_NOT_SUPPORTED, "no TLS client")
+                self._quit(reports.tls_required_without_client(policy))
+            if policy is not None:
+                self.tls_outcome = ("success", "")  # implicit TLS, checked by its client
             return keywords
         control, tls_read, tls_write = descriptors
         if b"STARTTLS" not in keywords or tls_read < 0 or tls_write < 0:
             _close(control)  # declined: the TLS client's engine exits, we stay in clear
             if b"STARTTLS" in keywords:
                 self._quit(reports.tls_unusable())
+            if policy is not None:
+                self.tls_outcome = (STARTTLS_NOT_SUPPORTED, "STARTTLS not offered")
+                self._quit(reports.starttls_not_offered_but_required(self.ip, policy))
             return keywords
         self.connection.write(b"STARTTLS\r\n")
         reply = self._reply()
         if reply.code != 220:
             _close(control)
+            if policy is not None:
+                self.tls_outcome = (STARTTLS_NOT_SUPPORTED, "STARTTLS refused")
+                self._quit(reports.starttls_refused_but_required(self.ip, policy, reply.text))
             if reply.code == 421 or tls_verification_configured():
                 self._quit(reports.starttls_refused(self.ip, reply.text))
             return keywords  # opportunistic: refused is as good as not offered
         # fds 6/7 now belong to the engine, which shares their file description: leave
         # them blocking as the handoff gave them, and never write to them again.
         self.connection.restore_blocking()
-        if not _start_tls(control, self.connection.timeout):
-            raise Finished(reports.tls_failed(self.ip))
+        started, failure = _start_tls(control, self.connection.timeout)
+        if not started:
+            if failure is None:
+                self.tls_outcome = (VALIDATION_FAILURE, "TLS handshake failed")
+                raise Finished(reports.tls_failed(self.ip))
+            self.tls_outcome = failure
+            raise Finished(reports.tls_failed_because(self.ip, failure[1]))
+        self.tls_outcome = ("success", "")
         for fd in (NETWORK_READ_FD, NETWORK_WRITE_FD):
             _close(fd)
         self.connection.switch(tls_read, tls_write)

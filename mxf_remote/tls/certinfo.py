@@ -176,3 +176,21 @@ def subject_alt_names(der: bytes, *, limit: int = 100, longest: int = 255) -> li
                 if len(names) >= limit:
                     return names
     return names
+
+
+def spki(der: bytes) -> bytes:
+    """The DER SubjectPublicKeyInfo (tag and length included) of a DER certificate.
+
+    What a TLSA record with selector 1 hashes (RFC 6698 §2.1.2): the 7th field of
+    TBSCertificate, or the 6th when the ``[0]`` version is absent (v1 certificates).
+    """
+    _, cert_start, cert_end = _item(der, 0, len(der))
+    tbs_tag, tbs_start, tbs_end = _item(der, cert_start, cert_end)
+    if tbs_tag != _TAG_SEQUENCE:
+        raise DERError("no TBSCertificate")
+    fields = _children(der, tbs_start, tbs_end)
+    if fields and fields[0][0] == _TAG_VERSION:
+        fields = fields[1:]
+    if len(fields) < 6 or fields[5][0] != _TAG_SEQUENCE:
+        raise DERError("no SubjectPublicKeyInfo")
+    return der[fields[4][2] : fields[5][2]]  # from the end of the subject: tag and length

@@ -13,6 +13,20 @@ Verification follows s6-tlsc where s6-tlsc is usable for mail, and differs where
 * TLS 1.2 at least; SNI is the ``-k`` name; ``-y`` presents ``CERTFILE``/``KEYFILE``.
 * ``-j`` (default): an EOF without close_notify is an ordinary end of the peer's data;
   ``-J``: it is a TLS error that stops both directions.
+
+Two policies the dispatcher (mxf-remote) may set in the environment, for issue 13
+(``read_policy``; man/mxf-remote-ucspitlsc.8):
+
+* ``MXFDANE`` (RFC 7672): the usable TLSA records.  The handshake is CERT_NONE (CAFILE
+  and CADIR ignored) and the engine checks the peer against the records afterwards
+  (:mod:`mxf_remote.tls.dane`), before prog hears of TLS.  ``MXFDANENAMES``: the
+  reference identifiers for DANE-TA (else the ``-k`` name).
+* ``MXFWEBPKI=1`` (MTA-STS ``enforce``, RFC 8461 §4.2): chain and ``-k`` name verified
+  against CADIR/CAFILE, else the system's default CA locations (its capath, ~0.1 ms, before
+  its cafile bundle, ~25 ms; ``load_default_certs`` when neither exists).
+
+``MXFDANE`` wins when both are set; either overrides ``--no-verify-cert``.  A malformed
+value is a configuration error, never a handshake without the checks.
 """
 
 from __future__ import annotations
@@ -27,6 +41,68 @@ class ConfigError(Exception):
     """The TLS configuration (CAFILE, CADIR, CERTFILE, KEYFILE, TLS_UID, TLS_GID) is unusable."""
 
 
+TYPE_CHECKING = False  # typing costs an import in the engine; annotations are strings
+if TYPE_CHECKING:
+    from mxf_remote.tls.dane import Record
+
+
+class Policy:
+    """What the peer must prove beyond a handshake: DANE records, or WebPKI (MTA-STS)."""
+
+    __slots__ = ("names", "records", "webpki")
+
+    def __init__(
+        self, *, records: list[Record] | None = None, names: list[str] | None = None
+    ) -> None:
+        self.records = records or []
+        """The TLSA records (``MXFDANE``); empty under WebPKI."""
+        self.names = names or []
+        """DANE-TA's reference identifiers (``MXFDANENAMES``, else ``-k``)."""
+        self.webpki = not self.records
+
+    @property
+    def label(self) -> str:
+        """How reports name the policy."""
+        return "MTA-STS" if self.webpki else "DANE"
+
+
+POLICY_VARIABLES = ("MXFDANE", "MXFWEBPKI")
+
+
+def policy_requested(env: dict[str, str]) -> bool:
+    """True when the environment asks for a policy (valid or not)."""
+    return any(env.get(name) for name in POLICY_VARIABLES)
+
+
+def read_policy(options: Options, env: dict[str, str]) -> Policy | None:
+    """The policy ``MXFDANE``/``MXFWEBPKI`` ask for; None without one; ConfigError if bad."""
+    records_text = env.get("MXFDANE", "")
+    if records_text:
+        from mxf_remote.tls import dane
+
+        try:
+            records = dane.parse_records(records_text)
+        except dane.DaneError as exc:
+            raise ConfigError(f"MXFDANE: {exc}") from None
+        if not any(record.usage == dane.USAGE_TA for record in records):
+            return Policy(records=records)  # DANE-EE checks no name
+        try:
+            names = dane.parse_names(env.get("MXFDANENAMES", ""), options.servername)
+        except dane.DaneError as exc:
+            raise ConfigError(f"MXFDANENAMES: {exc}") from None
+        if not names:
+            raise ConfigError("MXFDANE: DANE-TA records need MXFDANENAMES or -k")
+        return Policy(records=records, names=names)
+    webpki = env.get("MXFWEBPKI", "")
+    if not webpki:
+        return None
+    if webpki != "1":
+        raise ConfigError(f"MXFWEBPKI must be 1, not {webpki[:20]!r}")
+    if not options.servername:
+        raise ConfigError("MXFWEBPKI needs -k servername")
+    return Policy()
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return str(exc.reason or exc).lower().replace("_", " ")
@@ -35,8 +111,10 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def build_context(options: Options, env: dict[str, str]) -> ssl.SSLContext:
-    """A client context configured from ``env`` and the command line."""
+def build_context(
+    options: Options, env: dict[str, str], policy: Policy | None = None
+) -> ssl.SSLContext:
+    """A client context configured from ``env``, the command line and ``policy``."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if not options.strict_eof:
@@ -45,7 +123,14 @@ def build_context(options: Options, env: dict[str, str]) -> ssl.SSLContext:
         context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     cadir = env.get("CADIR", "")
     cafile = env.get("CAFILE", "")
-    if options.verify and (cadir or cafile):
+    if policy is not None and policy.records:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # DANE decides after the handshake
+    elif policy is not None and not (cadir or cafile):
+        _load_default_anchors(context)
+        context.check_hostname = True
+        context.verify_mode = ssl.CERT_REQUIRED
+    elif (options.verify or policy is not None) and (cadir or cafile):
         source = f"CADIR {cadir}" if cadir else f"CAFILE {cafile}"
         try:
             if cadir:
@@ -71,6 +156,21 @@ def build_context(options: Options, env: dict[str, str]) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load CERTFILE/KEYFILE: {_describe(exc)}") from exc
     return context
+
+
+def _load_default_anchors(context: ssl.SSLContext) -> None:
+    """The system's trust anchors, cheapest first: its capath (hash links, read lazily)
+    before its cafile bundle (parsed whole, ~25 ms), else ``load_default_certs``."""
+    paths = ssl.get_default_verify_paths()
+    try:
+        if paths.capath and os.path.isdir(paths.capath):
+            context.load_verify_locations(capath=paths.capath)
+        elif paths.cafile and os.path.isfile(paths.cafile):
+            context.load_verify_locations(cafile=paths.cafile)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the system's CA certificates: {_describe(exc)}") from exc
 
 
 def drop_privileges(env: dict[str, str]) -> None:

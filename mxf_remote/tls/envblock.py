@@ -64,3 +64,38 @@ def apply_env_block(env: dict[str, str], entries: Entries) -> None:
             env.pop(key, None)
         else:
             env[key] = value
+
+
+FAILURE_VARIABLE = "MXFTLSFAILURE"
+"""The one entry of a failure block: ``<RFC 8460 result type> <reason>``."""
+
+MAX_FAILURE = 400
+"""Characters of a failure's reason kept (a reason is a sentence, not a document)."""
+
+
+def encode_failure_block(result_type: str, reason: str) -> bytes:
+    """``MXFTLSFAILURE=<type> <reason>\\0`` and *no* closing NUL: an incomplete block.
+
+    The engine writes it after a failed handshake or policy check (``Y``, under MXFDANE
+    or MXFWEBPKI).  To any UCSPI-TLS client it is a failed handshake (the block is cut
+    short); mxf-remote-smtpc reads the reason from it (``parse_failure``).
+    """
+    text = "".join(ch if ch.isprintable() else " " for ch in f"{result_type} {reason}")
+    raw = os.fsencode(text[:MAX_FAILURE])
+    return FAILURE_VARIABLE.encode() + b"=" + raw + b"\0"
+
+
+def parse_failure(data: bytes) -> tuple[str, str] | None:
+    """``(result type, reason)`` from an incomplete block that is a failure block, else None.
+
+    The bytes come from another process: only a first entry named MXFTLSFAILURE counts,
+    at most MAX_FAILURE characters of it, decoded leniently (the caller sanitizes again).
+    """
+    prefix = FAILURE_VARIABLE.encode() + b"="
+    if not data.startswith(prefix):
+        return None
+    value = data[len(prefix) :].partition(b"\0")[0][:MAX_FAILURE]
+    result_type, _, reason = value.decode("ascii", "replace").partition(" ")
+    if not result_type:
+        return None
+    return result_type, reason

@@ -90,6 +90,7 @@ async def serve_delivery(server: Server, connection: socket.socket, request: Req
             clock=trace.clock,
             penalized=server.history.penalized,
             background=server.background,
+            environ=env,
         )
     )
     loop.add_reader(connection.fileno(), racing.cancel)  # the launcher left: stop racing

@@ -21,8 +21,9 @@ verdict's ``Requirement`` goes to the handoff.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from mxf_remote.addresses import Sources
@@ -126,11 +127,13 @@ async def dispatch(
     clock: Callable[[], float] | None = None,
     penalized: Callable[[str, int], bool] | None = None,
     background: set[asyncio.Task[Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Dispatched[C]:
     """Resolve and race for ``destination``; every lookup is stopped on return.
 
     ``background``: where mxf-remoted keeps an MTA-STS fetch that outlives the delivery
-    (None: it is cancelled).
+    (None: it is cancelled).  ``environ``: the delivery's environment (its
+    ``SSL_CERT_DIR``/``SSL_CERT_FILE`` locate the CAs for the MTA-STS policy host).
 
     ``clock`` gives the milliseconds the outcome's and the queries' times are in (the
     trace's clock in production; the loop's, virtual in tests, by default).
@@ -157,6 +160,7 @@ async def dispatch(
         resolution=resolution,
         clock=clock,
         background=background,
+        environ=environ,
     )
     plan = LivePlan(destination, resolution, local, penalized, tls_policy=control.dane, sts=sts)
     race: Race[C] = Race(
@@ -206,6 +210,7 @@ def _sts_flow(
     resolution: Resolution,
     clock: Callable[[], float] | None,
     background: set[asyncio.Task[Any]] | None,
+    environ: Mapping[str, str] | None,
 ) -> StsFlow | None:
     """The MTA-STS flow, for a destination found through DNS when ``control/mtasts`` is set."""
     if control.mtasts is None or destination.literal is not None or destination.relays:
@@ -221,6 +226,7 @@ def _sts_flow(
         clock=clock or (lambda: asyncio.get_running_loop().time() * 1000),
         timeout_dns=control.timeout_dns,
         background=background,
+        environ=environ,
     )
 
 
@@ -342,6 +348,7 @@ async def _dispatch_with_cares(
             connect=tcp_connector(control.sources),
             clock=clock,
             penalized=penalized,
+            environ=os.environ,  # a one-shot process: the delivery's own environment
         )
     lookup = make_lookup(control, nameservers)
     try:
@@ -353,6 +360,7 @@ async def _dispatch_with_cares(
             connect=tcp_connector(control.sources),
             clock=clock,
             penalized=penalized,
+            environ=os.environ,  # a one-shot process: the delivery's own environment
         )
     finally:
         await lookup.close()

@@ -67,6 +67,9 @@ REMOVED_VARIABLES = (
     TLS_VERIFY_VARIABLE,
 )
 REMOVED_PREFIXES = ("TCP6", "SSL_")
+OPENSSL_VARIABLES = ("SSL_CERT_DIR", "SSL_CERT_FILE")
+"""OpenSSL's own settings (where the system's CAs are), not UCSPI-TLS session variables:
+kept, so that the TLS client's WebPKI check (MTA-STS) trusts what the admin configured."""
 
 
 def client_argv(attempt: Attempt, arguments: Sequence[str]) -> list[str]:
@@ -143,7 +146,8 @@ def client_environment(
     env = {
         key: value
         for key, value in environ.items()
-        if key not in REMOVED_VARIABLES and not key.startswith(REMOVED_PREFIXES)
+        if key in OPENSSL_VARIABLES
+        or (key not in REMOVED_VARIABLES and not key.startswith(REMOVED_PREFIXES))
     }
     env.update(
         PROTO="TCP",

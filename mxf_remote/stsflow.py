@@ -24,8 +24,9 @@ deadline) settles the view as the fallback while the fetch goes on -- to its end
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mxf_remote.knowledge import Status
@@ -64,8 +65,12 @@ class StsFlow:
         fetch_timeout: float = FETCH_TIMEOUT,
         wall: Callable[[], float] = time.time,
         background: set[asyncio.Task[Any]] | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.domain = policy_domain(domain) or ""
+        self._environ = environ if environ is not None else {}
+        """The delivery's environment: its ``SSL_CERT_DIR``/``SSL_CERT_FILE`` say which CAs
+        the policy host's certificate must come from."""
         self.cache = PolicyCache(cache_dir)
         self.cache_dir = cache_dir
         self._lookup = lookup
@@ -162,11 +167,13 @@ class StsFlow:
         try:
             if not addresses:
                 raise stsfetch.FetchError(stsfetch.FETCH_ERROR, f"{host} has no address")
+            try:
+                context = policy_host_context(self._environ)
+            except (OSError, ssl.SSLError) as error:
+                why = f"cannot load the system's CA certificates: {error}"
+                raise stsfetch.FetchError(stsfetch.FETCH_ERROR, why) from None
             body = await stsfetch.fetch_policy(
-                self.domain,
-                addresses,
-                context=stsfetch.default_context(),
-                timeout=self._fetch_timeout,
+                self.domain, addresses, context=context, timeout=self._fetch_timeout
             )
             return parse_policy(body)
         except stsfetch.FetchError as error:
@@ -210,6 +217,17 @@ class StsFlow:
         if self.pending:  # after give_up, a late result only feeds the cache
             self._view = view
             self._changed()
+
+
+def policy_host_context(environ: Mapping[str, str]) -> ssl.SSLContext:
+    """A client context for policy hosts: certificate and name checked (RFC 8461 §3.3),
+    trust from the system's CAs as the delivery's environment locates them."""
+    from mxf_remote.tls.context import load_system_anchors
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    load_system_anchors(context, environ)
+    return context
 
 
 def sts_policy_json(view: StsView) -> dict[str, object]:

@@ -53,6 +53,10 @@ TLS_VERIFY_VARIABLE = "MXFTLSVERIFY"
 """Set to 1 when CAFILE or CADIR is: the TLS client verifies certificates, and a refused
 STARTTLS is then a deferral (the TLS clients hide CAFILE/CADIR from the program)."""
 
+MAX_TLSRPT_VARIABLE = 32 * 1024
+"""Linux refuses an environment string over 128 KiB (MAX_ARG_STRLEN), and an MTA-STS policy
+may be 64 KiB: past this, ``MXFTLSRPT`` carries the policy without its text."""
+
 TLS_POLICY_VARIABLES = ("MXFDANE", "MXFDANENAMES", "MXFWEBPKI", "MXFTLSREQUIRED", "MXFTLSRPT")
 """What ``tls_environment`` may set: never inherited from the caller."""
 
@@ -116,7 +120,10 @@ def tls_environment(
         from mxf_remote.tlsrpt import policy_variable
 
         mx = requirement.names[0] if requirement.names else ""
-        env["MXFTLSRPT"] = policy_variable(spool, policy, mx)
+        value = policy_variable(spool, policy, mx)
+        if len(value) > MAX_TLSRPT_VARIABLE:  # a huge policy: report it by type and domain
+            value = policy_variable(spool, {**policy, "policy-string": [], "mx-host": []}, mx)
+        env["MXFTLSRPT"] = value
     return env
 
 

@@ -38,7 +38,7 @@ import ssl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 PORT = 443
 PATH = "/.well-known/mta-sts.txt"
@@ -61,18 +61,21 @@ class FetchError(Exception):
         return f"{self.result_type}: {self.text}"
 
 
-def default_context() -> ssl.SSLContext:
+def default_context(environ: Mapping[str, str] | None = None) -> ssl.SSLContext:
     """A client context for policy hosts: certificate and name checked, system trust.
 
-    The system's default verify paths (``SSL_CERT_DIR``/``SSL_CERT_FILE`` honoured), the
-    hashed directory preferred over the bundle file (see module doc).
+    The system's CAs as ``tls.context.load_system_anchors`` finds them: ``SSL_CERT_DIR``/
+    ``SSL_CERT_FILE`` of ``environ`` (the delivery's environment, which in mxf-remoted is
+    not the server's own; default ``os.environ``), the hashed directory preferred over the
+    bundle file (see module doc).  OSError or ssl.SSLError when they cannot be read.
     """
+    import os
+
+    from mxf_remote.tls.context import load_system_anchors
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
-    paths = ssl.get_default_verify_paths()
-    if paths.capath:
-        context.load_verify_locations(capath=paths.capath)
-    elif paths.cafile:
-        context.load_verify_locations(cafile=paths.cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    load_system_anchors(context, os.environ if environ is None else environ)
     return context
 
 

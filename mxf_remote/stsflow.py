@@ -168,7 +168,7 @@ class StsFlow:
             if not addresses:
                 raise stsfetch.FetchError(stsfetch.FETCH_ERROR, f"{host} has no address")
             try:
-                context = policy_host_context(self._environ)
+                context = stsfetch.default_context(self._environ)
             except (OSError, ssl.SSLError) as error:
                 why = f"cannot load the system's CA certificates: {error}"
                 raise stsfetch.FetchError(stsfetch.FETCH_ERROR, why) from None
@@ -217,17 +217,6 @@ class StsFlow:
         if self.pending:  # after give_up, a late result only feeds the cache
             self._view = view
             self._changed()
-
-
-def policy_host_context(environ: Mapping[str, str]) -> ssl.SSLContext:
-    """A client context for policy hosts: certificate and name checked (RFC 8461 §3.3),
-    trust from the system's CAs as the delivery's environment locates them."""
-    from mxf_remote.tls.context import load_system_anchors
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    load_system_anchors(context, environ)
-    return context
 
 
 def sts_policy_json(view: StsView) -> dict[str, object]:

@@ -218,3 +218,82 @@ class TestMtaSts:
 def test_usable_records(record: TLSA, usable: bool) -> None:
     """RFC 7672 §3.1.3: only DANE-TA and DANE-EE, with known selectors and matching types."""
     assert usable_tlsa([record]) == ((record,) if usable else ())
+
+
+class TestHandoffEnvironment:
+    """What the verdict becomes in the client's environment, and what a caller cannot set."""
+
+    def test_dane_records_names_and_tls_required(self) -> None:
+        from mxf_remote.handoff import tls_environment
+
+        env = tls_environment(
+            Requirement(DANE, (EE, TA), ("mx1.example.org",)),
+            sts=NO_STS,
+            domain="example.org",
+            spool=None,
+        )
+        assert env == {
+            "MXFTLSREQUIRED": "dane",
+            "MXFDANE": f"3 1 1 {bytes(range(32)).hex()};2 0 2 {bytes(64).hex()}",
+            "MXFDANENAMES": "mx1.example.org",
+        }
+
+    def test_mta_sts_enforce_asks_for_webpki_and_records(self, tmp_path: object) -> None:
+        import json
+
+        from mxf_remote.handoff import tls_environment
+
+        env = tls_environment(
+            Requirement(MTA_STS, (), ("mx1.example.org",)),
+            sts=sts(ENFORCE),
+            domain="example.org",
+            spool="/var/spool/mtasts",
+        )
+        assert (env["MXFTLSREQUIRED"], env["MXFWEBPKI"]) == ("mta-sts", "1")
+        recorded = json.loads(env["MXFTLSRPT"])
+        assert recorded["dir"] == "/var/spool/mtasts"
+        assert recorded["mx"] == "mx1.example.org"
+        assert recorded["policy"]["policy-type"] == "sts"
+        assert recorded["policy"]["mx-host"] == list(ENFORCE.mx)
+
+    def test_a_huge_policy_is_recorded_without_its_text(self) -> None:
+        import json
+
+        from mxf_remote.handoff import MAX_TLSRPT_VARIABLE, tls_environment
+
+        huge = Policy("enforce", tuple(f"mx{i}.example.org" for i in range(3000)), 86400, "")
+        huge = huge._replace(text="\n".join(f"mx: {p}" for p in huge.mx))
+        env = tls_environment(
+            Requirement(MTA_STS, (), ("mx1.example.org",)),
+            sts=sts(huge),
+            domain="example.org",
+            spool="/s",
+        )
+        assert len(env["MXFTLSRPT"]) <= MAX_TLSRPT_VARIABLE
+        assert json.loads(env["MXFTLSRPT"])["policy"]["policy-string"] == []
+
+    def test_no_requirement_sets_nothing(self) -> None:
+        from mxf_remote.handoff import tls_environment
+
+        assert tls_environment(NO_REQUIREMENT, sts=NO_STS, domain="x", spool="/s") == {}
+
+    @pytest.mark.parametrize(
+        "variable", ["MXFDANE", "MXFDANENAMES", "MXFWEBPKI", "MXFTLSREQUIRED", "MXFTLSRPT"]
+    )
+    def test_a_caller_cannot_set_a_policy_variable(self, variable: str) -> None:
+        """A caller's MXFTLSRPT could make smtpc append to a file of its choosing; a stale
+        MXFDANE could fail a delivery DANE does not apply to."""
+        from mxf_remote.handoff import client_environment
+
+        env = client_environment(
+            {variable: "hostile", "PATH": "/bin"}, smtp(), ("192.0.2.9", 4000), ("192.0.2.1", 25)
+        )
+        assert variable not in env
+
+    def test_openssl_locations_are_kept_but_ucspi_tls_variables_are_not(self) -> None:
+        from mxf_remote.handoff import client_environment
+
+        caller = {"SSL_CERT_DIR": "/etc/x", "SSL_CERT_FILE": "/etc/y", "SSL_PROTOCOL": "TLSv1.3"}
+        env = client_environment(caller, smtp(), ("192.0.2.9", 4000), ("192.0.2.1", 25))
+        assert (env["SSL_CERT_DIR"], env["SSL_CERT_FILE"]) == ("/etc/x", "/etc/y")
+        assert "SSL_PROTOCOL" not in env

@@ -186,8 +186,11 @@ def load_system_anchors(context: ssl.SSLContext, env: Mapping[str, str]) -> None
     ssl.SSLError when they cannot be read.
     """
     cert_dir, cert_file = env.get("SSL_CERT_DIR", ""), env.get("SSL_CERT_FILE", "")
-    if cert_dir or cert_file:
-        context.load_verify_locations(cafile=cert_file or None, capath=cert_dir or None)
+    if cert_dir or cert_file:  # as OpenSSL: what does not exist simply adds no CA
+        capath = cert_dir if os.path.isdir(cert_dir) else None
+        cafile = cert_file if os.path.isfile(cert_file) else None
+        if capath or cafile:
+            context.load_verify_locations(cafile=cafile, capath=capath)
         return
     paths = ssl.get_default_verify_paths()
     if paths.openssl_capath and os.path.isdir(paths.openssl_capath):

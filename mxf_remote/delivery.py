@@ -104,6 +104,12 @@ async def serve_delivery(server: Server, connection: socket.socket, request: Req
     finally:
         loop.remove_reader(connection.fileno())
     server.history.learn(dispatched.outcome.fates)
+    if dispatched.sts.state == "policy" and control.mtasts is not None:
+        from mxf_remote.stsrefresh import Remembered
+
+        trust = {k: v for k, v in env.items() if k in ("SSL_CERT_DIR", "SSL_CERT_FILE")}
+        source = Remembered(tuple(nameservers), control.dane, trust, control.timeout_dns)
+        server.policies.remember(control.mtasts, dispatched.sts.domain, source)
     await _answer(connection, dispatched, request, prepared, trace, server=server)
 
 

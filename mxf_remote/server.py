@@ -84,6 +84,12 @@ class Server:
         self.lookups: dict[tuple[object, ...], Any] = {}
         self.background: set[asyncio.Task[Any]] = set()
         """MTA-STS fetches that outlived their delivery: they finish into the cache."""
+        from mxf_remote.stsrefresh import PolicyRefresher
+
+        self.policies = PolicyRefresher(
+            lambda nameservers, dane: self.lookup_for(nameservers, dane=dane)
+        )
+        """The MTA-STS policies deliveries used, renewed before they expire."""
         self.stopping = asyncio.Event()
         self.served = 0
         self.history = History()
@@ -148,9 +154,11 @@ class Server:
             loop.add_signal_handler(number, self.stopping.set)
         assert self.listener is not None
         accepting = loop.create_task(self._accept(self.listener))
+        refreshing = loop.create_task(self.policies.run())
         await self.stopping.wait()
         accepting.cancel()
-        await asyncio.gather(accepting, return_exceptions=True)
+        refreshing.cancel()
+        await asyncio.gather(accepting, refreshing, return_exceptions=True)
         self.close()
         log(f"stopping: {len(self.deliveries)} deliveries in progress")
         if self.deliveries:

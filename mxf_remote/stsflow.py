@@ -66,9 +66,12 @@ class StsFlow:
         wall: Callable[[], float] = time.time,
         background: set[asyncio.Task[Any]] | None = None,
         environ: Mapping[str, str] | None = None,
+        refresh: bool = False,
     ) -> None:
         self.domain = policy_domain(domain) or ""
         self._environ = environ if environ is not None else {}
+        self._refresh = refresh
+        """Fetch even when the cached policy has the TXT record's id (``stsrefresh``)."""
         """The delivery's environment: its ``SSL_CERT_DIR``/``SSL_CERT_FILE`` say which CAs
         the policy host's certificate must come from."""
         self.cache = PolicyCache(cache_dir)
@@ -104,6 +107,13 @@ class StsFlow:
             self._view = StsView("none", self.domain, source="not a domain name")
             return
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def run(self) -> StsView:
+        """The whole flow, awaited (``stsrefresh`` renews a policy this way)."""
+        if not self.domain:
+            return StsView("none", self.domain, source="not a domain name")
+        await self._run()
+        return self._view
 
     def give_up(self) -> None:
         """The connect phase is over: settle for the fallback, let the fetch go on."""
@@ -149,7 +159,8 @@ class StsFlow:
             return
         self.record_id = record.id
         cached = self._cached
-        if cached is not None and cached.id == record.id and cached.fresh(self._wall()):
+        same = cached is not None and cached.id == record.id and cached.fresh(self._wall())
+        if cached is not None and same and not self._refresh:
             self._settle(cached.policy, "cache")
             return
         policy = await self._fetch()

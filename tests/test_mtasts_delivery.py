@@ -18,6 +18,7 @@ import os
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -403,3 +404,74 @@ def test_tlsrpt_prints_the_day_s_report_with_its_rua(
     failed = reports["wrongname.sts.test"]["report"]["policies"][0]
     assert failed["summary"]["total-failure-session-count"] == 1
     assert failed["failure-details"][0]["receiving-ip"] == WRONG_NAME
+
+
+class TestRefresh:
+    """mxf-remoted's renewal of the policies its deliveries used (``stsrefresh.py``)."""
+
+    def remembered(self, knot: KnotServer, ca: tuple[trustme.CA, Path]) -> Any:
+        from mxf_remote.stsrefresh import Remembered
+
+        return Remembered(tuple(knot.nameservers), False, {"SSL_CERT_DIR": str(ca[1])}, 5.0)
+
+    def run_round(self, cache_dir: Path, knot: KnotServer, ca: tuple[trustme.CA, Path]) -> int:
+        import asyncio
+
+        from mxf_remote.cares import CaresLookup
+        from mxf_remote.stsrefresh import PolicyRefresher
+
+        async def one_round() -> int:
+            made: list[CaresLookup] = []
+
+            def lookup_for(nameservers: list[str], dane: bool) -> CaresLookup:
+                made.append(CaresLookup(nameservers, asyncio.get_running_loop()))
+                return made[-1]
+
+            refresher = PolicyRefresher(lookup_for)
+            refresher.remember(str(cache_dir), "enforce.sts.test", self.remembered(knot, ca))
+            try:
+                return await refresher.refresh_due()
+            finally:
+                for lookup in made:
+                    await lookup.close()
+
+        return asyncio.run(one_round())
+
+    def test_a_policy_near_its_end_is_fetched_again(
+        self,
+        home: QmailHome,
+        knot: KnotServer,
+        ca: tuple[trustme.CA, Path],
+        exchangers: dict[str, Any],
+    ) -> None:
+        from mxf_remote.mtasts import parse_policy
+
+        cache_dir = home.root.parent / "mtasts"
+        old = parse_policy(POLICIES["enforce"][1])
+        PolicyCache(str(cache_dir)).store("enforce.sts.test", "old1", old, time.time() - 80_000)
+        hits = exchangers["policy"].hits
+        before = hits.get("enforce", 0)
+        assert self.run_round(cache_dir, knot, ca) == 1
+        assert hits.get("enforce", 0) == before + 1
+        renewed = PolicyCache(str(cache_dir)).load("enforce.sts.test")
+        assert renewed is not None
+        assert renewed.id == "20261201T000000"
+        assert renewed.expires > time.time() + 80_000
+
+    def test_a_fresh_policy_is_left_alone(
+        self,
+        home: QmailHome,
+        knot: KnotServer,
+        ca: tuple[trustme.CA, Path],
+        exchangers: dict[str, Any],
+    ) -> None:
+        from mxf_remote.mtasts import parse_policy
+
+        cache_dir = home.root.parent / "mtasts"
+        policy = parse_policy(POLICIES["enforce"][1])
+        PolicyCache(str(cache_dir)).store(
+            "enforce.sts.test", "20261201T000000", policy, time.time()
+        )
+        before = exchangers["policy"].hits.get("enforce", 0)
+        assert self.run_round(cache_dir, knot, ca) == 0
+        assert exchangers["policy"].hits.get("enforce", 0) == before

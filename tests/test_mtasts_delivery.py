@@ -475,3 +475,32 @@ class TestRefresh:
         before = exchangers["policy"].hits.get("enforce", 0)
         assert self.run_round(cache_dir, knot, ca) == 0
         assert exchangers["policy"].hits.get("enforce", 0) == before
+
+
+@pytest.mark.cold_only("the probe runs its own dispatch")
+def test_probe_shows_the_policy_it_used(
+    home: QmailHome, knot: KnotServer, ca: tuple[trustme.CA, Path], exchangers: dict[str, Any]
+) -> None:
+    probe = str(Path(MXF_REMOTE).with_name("mxf-remote-probe"))
+    env = {"PATH": "/usr/bin:/bin", "MXF_QMAIL": str(home.root), "SSL_CERT_DIR": str(ca[1])}
+    done = subprocess.run(
+        [probe, "--json", "nomatch.sts.test"],
+        env={**env, **knot.env},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    result = json.loads(done.stdout)
+    assert result["tls"]["sts"] == {
+        "state": "policy",
+        "domain": "nomatch.sts.test",
+        "source": "fetched",
+        "mode": "enforce",
+        "mx": ["other.sts.test"],
+        "max_age": 86400,
+    }
+    assert result["report"] == (
+        "ZSorry, mx.nomatch.sts.test is not an MX host of the MTA-STS policy of "
+        "nomatch.sts.test. (#4.7.5)\n"
+    )
+    assert [r["exchanger"] for r in result["facts"]["refused"]] == ["mx.nomatch.sts.test"]

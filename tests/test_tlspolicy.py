@@ -297,3 +297,21 @@ class TestHandoffEnvironment:
         env = client_environment(caller, smtp(), ("192.0.2.9", 4000), ("192.0.2.1", 25))
         assert (env["SSL_CERT_DIR"], env["SSL_CERT_FILE"]) == ("/etc/x", "/etc/y")
         assert "SSL_PROTOCOL" not in env
+
+
+@pytest.mark.parametrize(
+    ("server", "loopback"),
+    [
+        ("127.0.0.1:53", True),
+        ("127.0.53.2:5353", True),
+        ("[::1]:53", True),
+        ("192.0.2.53:53", False),
+        ("[2001:db8::53]:53", False),
+        ("10.255.255.53:53", False),
+    ],
+)
+def test_the_probe_knows_which_nameservers_are_on_loopback(server: str, loopback: bool) -> None:
+    """The probe warns about a DANE nameserver whose AD bit crosses a network."""
+    from mxf_remote.probe import is_loopback_server
+
+    assert is_loopback_server(server) is loopback

@@ -162,6 +162,7 @@ async def _answer(
             program=outcome.attempt.protocol.program,
             in_process=in_process.decode(),
             tls_engine="mxf-remoted" if extra else "",
+            **({"tls_policy": policy} if (policy := dispatched.requirement.kind) else {}),
         )
         _write_trace(trace, env)
         message = remotedwire.encode_handoff(

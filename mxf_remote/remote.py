@@ -97,7 +97,12 @@ def deliver(argv: list[str]) -> NoReturn:
     if isinstance(outcome, Won):
         from mxf_remote.handoff import hand_off, tls_environment_of
 
-        trace.mark("handoff", program=outcome.attempt.protocol.program)
+        policy = dispatched.requirement.kind
+        trace.mark(
+            "handoff",
+            program=outcome.attempt.protocol.program,
+            **({"tls_policy": policy} if policy else {}),
+        )
         _flush_trace(trace)
         hand_off(
             outcome.connection,

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import trustme
@@ -201,6 +201,22 @@ def exchangers(ca: tuple[trustme.CA, Path]) -> Iterator[dict[str, Any]]:
             server.close()
 
 
+class World(NamedTuple):
+    """What every test here uses: a qmail home with MTA-STS on, and the servers."""
+
+    home: QmailHome
+    knot: KnotServer
+    ca: tuple[trustme.CA, Path]
+    exchangers: dict[str, Any]
+
+
+@pytest.fixture
+def world(
+    home: QmailHome, knot: KnotServer, ca: tuple[trustme.CA, Path], exchangers: dict[str, Any]
+) -> World:
+    return World(home, knot, ca, exchangers)
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> QmailHome:
     qmail = QmailHome(tmp_path / "qmail")
@@ -239,12 +255,9 @@ def assert_nothing_arrived(exchangers: dict[str, Any]) -> None:
 
 class TestEnforce:
     def test_listed_mx_with_a_valid_certificate_gets_the_message_over_tls(
-        self,
-        home: QmailHome,
-        knot: KnotServer,
-        ca: tuple[trustme.CA, Path],
-        exchangers: dict[str, Any],
+        self, world: World
     ) -> None:
+        home, knot, ca, exchangers = world
         delivery = deliver(home, "enforce.sts.test", knot, ca)
         assert_report(delivery, ACCEPTED % GOOD.encode())
         assert exchangers[GOOD].arrival().tls in ("TLSv1.2", "TLSv1.3")
@@ -256,13 +269,8 @@ class TestEnforce:
         assert line["policy"]["policy-type"] == "sts"
         assert line["policy"]["mx-host"] == ["mx.enforce.sts.test"]
 
-    def test_an_mx_outside_the_policy_is_never_used(
-        self,
-        home: QmailHome,
-        knot: KnotServer,
-        ca: tuple[trustme.CA, Path],
-        exchangers: dict[str, Any],
-    ) -> None:
+    def test_an_mx_outside_the_policy_is_never_used(self, world: World) -> None:
+        home, knot, ca, exchangers = world
         """The race wins before the policy arrives; the handoff waits for it and refuses."""
         delivery = deliver(home, "nomatch.sts.test", knot, ca)
         assert_report(
@@ -272,13 +280,8 @@ class TestEnforce:
         )
         assert_nothing_arrived(exchangers)
 
-    def test_a_certificate_for_another_name_is_refused(
-        self,
-        home: QmailHome,
-        knot: KnotServer,
-        ca: tuple[trustme.CA, Path],
-        exchangers: dict[str, Any],
-    ) -> None:
+    def test_a_certificate_for_another_name_is_refused(self, world: World) -> None:
+        home, knot, ca, exchangers = world
         delivery = deliver(home, "wrongname.sts.test", knot, ca)
         assert delivery.stdout.startswith(
             b"ZTLS with %s failed after STARTTLS: MTA-STS: " % WRONG_NAME.encode()
@@ -288,13 +291,8 @@ class TestEnforce:
         (line,) = spool_lines(home)
         assert line["result"] in ("certificate-host-mismatch", "validation-failure")
 
-    def test_no_starttls_is_never_clear_text(
-        self,
-        home: QmailHome,
-        knot: KnotServer,
-        ca: tuple[trustme.CA, Path],
-        exchangers: dict[str, Any],
-    ) -> None:
+    def test_no_starttls_is_never_clear_text(self, world: World) -> None:
+        home, knot, ca, exchangers = world
         delivery = deliver(home, "nostarttls.sts.test", knot, ca)
         assert_report(
             delivery,
@@ -305,13 +303,8 @@ class TestEnforce:
         (line,) = spool_lines(home)
         assert line["result"] == "starttls-not-supported"
 
-    def test_qmtp_is_never_raced_under_enforce(
-        self,
-        home: QmailHome,
-        knot: KnotServer,
-        ca: tuple[trustme.CA, Path],
-        exchangers: dict[str, Any],
-    ) -> None:
+    def test_qmtp_is_never_raced_under_enforce(self, world: World) -> None:
+        home, knot, ca, exchangers = world
         delivery = deliver(home, "qmtp.sts.test", knot, ca)
         assert_report(delivery, ACCEPTED % BOTH.encode())
         assert exchangers[BOTH].arrival().tls in ("TLSv1.2", "TLSv1.3")
@@ -322,13 +315,8 @@ class TestEnforce:
 
 
 class TestPolicySources:
-    def test_testing_mode_delivers_as_today_and_records(
-        self,
-        home: QmailHome,
-        knot: KnotServer,
-        ca: tuple[trustme.CA, Path],
-        exchangers: dict[str, Any],
-    ) -> None:
+    def test_testing_mode_delivers_as_today_and_records(self, world: World) -> None:
+        home, knot, ca, exchangers = world
         delivery = deliver(home, "testing.sts.test", knot, ca)
         assert_report(delivery, ACCEPTED % TESTING.encode())
         assert exchangers[TESTING].arrival().tls in ("TLSv1.2", "TLSv1.3")
@@ -336,26 +324,16 @@ class TestPolicySources:
         assert line["policy"]["policy-type"] == "sts"
         assert "mode: testing" in line["policy"]["policy-string"]
 
-    def test_a_redirect_is_not_followed_and_mail_goes_as_today(
-        self,
-        home: QmailHome,
-        knot: KnotServer,
-        ca: tuple[trustme.CA, Path],
-        exchangers: dict[str, Any],
-    ) -> None:
+    def test_a_redirect_is_not_followed_and_mail_goes_as_today(self, world: World) -> None:
+        home, knot, ca, exchangers = world
         delivery = deliver(home, "redirect.sts.test", knot, ca)
         assert_report(delivery, ACCEPTED % GOOD.encode())
         exchangers[GOOD].arrival()
         (line,) = spool_lines(home)
         assert line["result"] == "sts-policy-fetch-error"
 
-    def test_a_stalled_policy_host_costs_no_more_than_the_connect_phase(
-        self,
-        home: QmailHome,
-        knot: KnotServer,
-        ca: tuple[trustme.CA, Path],
-        exchangers: dict[str, Any],
-    ) -> None:
+    def test_a_stalled_policy_host_costs_no_more_than_the_connect_phase(self, world: World) -> None:
+        home, knot, ca, exchangers = world
         """The first delivery to a new domain goes without the policy after timeoutconnect."""
         home.control("timeoutconnect", "2\n")
         delivery = deliver(home, "stall.sts.test", knot, ca)
@@ -363,13 +341,8 @@ class TestPolicySources:
         exchangers[GOOD].arrival()
         assert delivery.seconds < 8  # the fetch itself would take 10 s to time out
 
-    def test_a_cached_policy_with_the_same_id_is_not_fetched_again(
-        self,
-        home: QmailHome,
-        knot: KnotServer,
-        ca: tuple[trustme.CA, Path],
-        exchangers: dict[str, Any],
-    ) -> None:
+    def test_a_cached_policy_with_the_same_id_is_not_fetched_again(self, world: World) -> None:
+        home, knot, ca, exchangers = world
         hits = exchangers["policy"].hits
         before = hits.get("cached", 0)
         for _ in range(2):
@@ -379,8 +352,9 @@ class TestPolicySources:
 
 
 def test_tlsrpt_prints_the_day_s_report_with_its_rua(
-    home: QmailHome, knot: KnotServer, ca: tuple[trustme.CA, Path], exchangers: dict[str, Any]
+    world: World,
 ) -> None:
+    home, knot, ca, exchangers = world
     deliver(home, "wrongname.sts.test", knot, ca)
     assert_report(deliver(home, "enforce.sts.test", knot, ca), ACCEPTED % GOOD.encode())
     exchangers[GOOD].arrival()
@@ -437,13 +411,8 @@ class TestRefresh:
 
         return asyncio.run(one_round())
 
-    def test_a_policy_near_its_end_is_fetched_again(
-        self,
-        home: QmailHome,
-        knot: KnotServer,
-        ca: tuple[trustme.CA, Path],
-        exchangers: dict[str, Any],
-    ) -> None:
+    def test_a_policy_near_its_end_is_fetched_again(self, world: World) -> None:
+        home, knot, ca, exchangers = world
         from mxf_remote.mtasts import parse_policy
 
         cache_dir = home.root.parent / "mtasts"
@@ -458,13 +427,8 @@ class TestRefresh:
         assert renewed.id == "20261201T000000"
         assert renewed.expires > time.time() + 80_000
 
-    def test_a_fresh_policy_is_left_alone(
-        self,
-        home: QmailHome,
-        knot: KnotServer,
-        ca: tuple[trustme.CA, Path],
-        exchangers: dict[str, Any],
-    ) -> None:
+    def test_a_fresh_policy_is_left_alone(self, world: World) -> None:
+        home, knot, ca, exchangers = world
         from mxf_remote.mtasts import parse_policy
 
         cache_dir = home.root.parent / "mtasts"
@@ -479,8 +443,9 @@ class TestRefresh:
 
 @pytest.mark.cold_only("the probe runs its own dispatch")
 def test_probe_shows_the_policy_it_used(
-    home: QmailHome, knot: KnotServer, ca: tuple[trustme.CA, Path], exchangers: dict[str, Any]
+    world: World,
 ) -> None:
+    home, knot, ca, _ = world
     probe = str(Path(MXF_REMOTE).with_name("mxf-remote-probe"))
     env = {"PATH": "/usr/bin:/bin", "MXF_QMAIL": str(home.root), "SSL_CERT_DIR": str(ca[1])}
     done = subprocess.run(

@@ -87,7 +87,9 @@ def test_mxf_remote_hands_off_to_mx20_when_the_budget_ends(
     assert events["attempt_won"]["at_deadline"] is True
     assert "race_timeout" not in events
     waited = events["attempt_won"]["t"] - events["attempt"]["t"]
-    assert waited >= 1000, f"won {waited} ms after the attempt started, before the deadline"
+    # The deadline runs on the event loop's clock, the trace on its own: they may differ by a
+    # few microseconds (999.989 ms was seen under --warm), never by a connection delay.
+    assert waited >= 999, f"won {waited} ms after the attempt started, before the deadline"
     assert slow_dns.queries("mx1.slowbest.deadline.test", "A")
     assert delivery.seconds < SLOW_MS / 1000
 

@@ -25,11 +25,12 @@ import struct
 import threading
 from collections.abc import Mapping, Sequence
 from types import TracebackType
+from typing import Self
 
 from .dnswire import qtype_code
 from .knot import pick_free_port
 
-__all__ = ["BadDns", "name_wire"]
+__all__ = ["BadDns", "DnsSocketServer", "name_wire"]
 
 _HEADER = struct.Struct("!HHHHHH")
 _QR, _AA, _TC, _RD = 0x8000, 0x0400, 0x0200, 0x0100
@@ -60,20 +61,19 @@ def _question(query: bytes) -> tuple[int, int, bytes, int, int]:
     return qid, flags, b".".join(labels).lower(), qtype, offset + 4
 
 
-class BadDns:
-    """A misbehaving DNS server on ``address`` (UDP and TCP, one free port)."""
+class DnsSocketServer:
+    """UDP and TCP on one free port of ``address``, served by one thread.
 
-    def __init__(
-        self,
-        mode: str,
-        *,
-        address: str = "127.0.6.53",
-        records: Mapping[bytes, Sequence[tuple[str, bytes]]] | None = None,
-    ) -> None:
-        self.mode = mode
+    Subclasses answer in ``_udp(sock)`` (a datagram is waiting) and ``_tcp(listener)`` (a
+    connection is waiting); an error of the types in ``_ignored`` drops that question.
+    Closing every socket (``_close_listeners``) from inside stops the thread.
+    """
+
+    thread_name = "dns"
+    _ignored: tuple[type[BaseException], ...] = (OSError,)
+
+    def __init__(self, address: str) -> None:
         self.address = address
-        self.records = {k.lower().rstrip(b"."): v for k, v in (records or {}).items()}
-        self.queries: list[tuple[bytes, int, str]] = []
         self.port = 0
         self._selector = selectors.DefaultSelector()
         self._sockets: list[socket.socket] = []
@@ -85,7 +85,7 @@ class BadDns:
         """``MXF_NAMESERVERS`` naming this server."""
         return {"MXF_NAMESERVERS": f"{self.address}:{self.port}"}
 
-    def __enter__(self) -> BadDns:
+    def __enter__(self) -> Self:
         from .netns import listen_tcp
 
         self.port = pick_free_port([self.address])
@@ -96,7 +96,7 @@ class BadDns:
             sock.setblocking(False)
             self._sockets.append(sock)
             self._selector.register(sock, selectors.EVENT_READ)
-        self._thread = threading.Thread(target=self._serve, name="baddns", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=self.thread_name, daemon=True)
         self._thread.start()
         return self
 
@@ -119,8 +119,6 @@ class BadDns:
             sock.close()
         self._sockets = []
 
-    # -- serving -------------------------------------------------------------------------
-
     def _serve(self) -> None:
         while not self._stop.is_set() and self._sockets:
             for key, _ in self._selector.select(0.05):
@@ -130,10 +128,36 @@ class BadDns:
                         self._udp(sock)
                     else:
                         self._tcp(sock)
-                except OSError:
+                except self._ignored:
                     continue
                 if not self._sockets:
                     return
+
+    def _udp(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _tcp(self, listener: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class BadDns(DnsSocketServer):
+    """A misbehaving DNS server on ``address`` (UDP and TCP, one free port)."""
+
+    thread_name = "baddns"
+
+    def __init__(
+        self,
+        mode: str,
+        *,
+        address: str = "127.0.6.53",
+        records: Mapping[bytes, Sequence[tuple[str, bytes]]] | None = None,
+    ) -> None:
+        super().__init__(address)
+        self.mode = mode
+        self.records = {k.lower().rstrip(b"."): v for k, v in (records or {}).items()}
+        self.queries: list[tuple[bytes, int, str]] = []
+
+    # -- serving -------------------------------------------------------------------------
 
     def _udp(self, sock: socket.socket) -> None:
         query, peer = sock.recvfrom(4096)

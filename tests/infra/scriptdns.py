@@ -16,16 +16,11 @@ serves; ``queries`` records (qname, qtype, transport) for every question receive
 
 from __future__ import annotations
 
-import contextlib
-import selectors
 import socket
 import struct
-import threading
 from collections.abc import Callable, Sequence
-from types import TracebackType
 
-from .baddns import _question, name_wire
-from .knot import pick_free_port
+from .baddns import DnsSocketServer, _question, name_wire
 
 __all__ = ["ScriptDns", "frame", "reply", "rr"]
 
@@ -72,63 +67,21 @@ def frame(message: bytes) -> bytes:
     return struct.pack("!H", len(message)) + message
 
 
-class ScriptDns:
+class ScriptDns(DnsSocketServer):
     """A scripted DNS server on ``address`` (UDP and TCP, one free port)."""
 
+    thread_name = "scriptdns"
+    _ignored = (OSError, struct.error)
+
     def __init__(self, script: Script, *, address: str = "127.0.7.53") -> None:
+        super().__init__(address)
         self.script = script
-        self.address = address
-        self.port = 0
         self.queries: list[tuple[bytes, int, str]] = []
-        self._selector = selectors.DefaultSelector()
-        self._sockets: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @property
     def nameserver(self) -> str:
         """This server as ``nameservers`` spells it."""
         return f"{self.address}:{self.port}"
-
-    def __enter__(self) -> ScriptDns:
-        from .netns import listen_tcp
-
-        self.port = pick_free_port([self.address])
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind((self.address, self.port))
-        tcp = listen_tcp(self.address, self.port)
-        for sock in (udp, tcp):
-            sock.setblocking(False)
-            self._sockets.append(sock)
-            self._selector.register(sock, selectors.EVENT_READ)
-        self._thread = threading.Thread(target=self._serve, name="scriptdns", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        for sock in self._sockets:
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(sock)
-            sock.close()
-        self._selector.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            for key, _ in self._selector.select(0.05):
-                sock: socket.socket = key.fileobj  # type: ignore[assignment]
-                with contextlib.suppress(OSError, struct.error):
-                    if sock.type == socket.SOCK_DGRAM:
-                        self._udp(sock)
-                    else:
-                        self._tcp(sock)
 
     def _record(self, query: bytes, transport: str) -> None:
         _, _, qname, qtype, _ = _question(query)

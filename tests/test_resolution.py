@@ -25,6 +25,7 @@ from tests.scripted import (
     VirtualClockLoop,
     mx,
     ok,
+    protocol,
     srv,
 )
 
@@ -96,6 +97,7 @@ def resolve(
     timeout: float = 30.0,
     driver: Driver = until_over,
     resolution_delay: float = RESOLUTION_DELAY,
+    dane: bool = False,
 ) -> Run:
     """Start a ``Resolution`` on a fresh virtual-clock loop, drive it, close it."""
     loop = VirtualClockLoop()
@@ -108,6 +110,7 @@ def resolve(
             timeout=timeout,
             changed=changes,
             resolution_delay=resolution_delay,
+            dane=dane,
         )
         changes.resolution = resolution
         resolution.start()
@@ -501,3 +504,52 @@ class TestChangedAndClose:
         assert run.resolution.expired_at is None
         assert run.resolution.delays_over == []
         assert run.resolution.knowledge.mx == Answer(Status.PENDING)
+
+
+STARTTLS_SMTP = protocol("smtp", 25, 0, explicit=True)
+
+
+class TestTlsa:
+    """``control/dane`` on: TLSA beside each exchanger's addresses, in the same flight."""
+
+    def test_asked_the_moment_the_mx_answer_names_the_exchanger(self) -> None:
+        lookup = scripted(
+            {
+                (HOST, "MX"): (0.010, mx((10, "mx1.example.test"))),
+                ("mx1.example.test", "A"): (0.002, ok("192.0.2.1")),
+                ("_25._tcp.mx1.example.test", "TLSA"): (0.004, NODATA),
+            }
+        )
+        run = resolve(dns_destination(HOST, QMTP, STARTTLS_SMTP), lookup, dane=True)
+        later = [(name, rtype, sent) for name, rtype, sent in asked(run) if sent > 0]
+        assert sorted(later) == [
+            ("_25._tcp.mx1.example.test", "TLSA", 10.0),
+            ("mx1.example.test", "A", 10.0),
+            ("mx1.example.test", "AAAA", 10.0),
+        ]  # QMTP has no STARTTLS: no TLSA for port 209
+        assert run.resolution.knowledge.tlsa == {("mx1.example.test", 25): NODATA}
+
+    def test_not_asked_without_dane_or_without_starttls(self) -> None:
+        lookup = scripted({(HOST, "MX"): (0.010, mx((10, "mx1.example.test")))})
+        for destination, dane in (
+            (dns_destination(HOST, STARTTLS_SMTP), False),
+            (dns_destination(HOST, SMTP), True),
+        ):
+            run = resolve(destination, lookup, dane=dane)
+            assert all(rtype != "TLSA" for _, rtype, _ in asked(run))
+
+    def test_the_implicit_mx_gets_the_host_s_tlsa(self) -> None:
+        lookup = scripted({(HOST, "MX"): (0.010, NODATA)})
+        run = resolve(dns_destination(HOST, STARTTLS_SMTP), lookup, dane=True)
+        assert (f"_25._tcp.{HOST}", "TLSA", 10.0) in asked(run)
+
+    def test_an_unanswered_tlsa_becomes_a_temporary_failure_at_timeoutdns(self) -> None:
+        lookup = scripted(
+            {
+                (HOST, "MX"): (0.010, mx((10, "mx1.example.test"))),
+                ("_25._tcp.mx1.example.test", "TLSA"): (SILENT, NODATA),
+            }
+        )
+        run = resolve(dns_destination(HOST, STARTTLS_SMTP), lookup, timeout=2.0, dane=True)
+        assert run.over_at == 2000.0
+        assert run.resolution.knowledge.tlsa[("mx1.example.test", 25)] == SERVFAIL

@@ -7,6 +7,8 @@ through QMTP or through a race won before the TLSA answer arrived.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mxf_remote.destination import Destination
@@ -315,3 +317,68 @@ def test_the_probe_knows_which_nameservers_are_on_loopback(server: str, loopback
     from mxf_remote.probe import is_loopback_server
 
     assert is_loopback_server(server) is loopback
+
+
+class TestTheHandoffWaits:
+    """On a virtual clock: the race does not wait for the TLSA answer; the handoff does."""
+
+    SECURE_A = Answer(Status.OK, ("192.0.2.1",), secure=True)
+    NO_AAAA = Answer(Status.NODATA, secure=True)
+
+    def run(self, tlsa_at: float, tlsa: Answer[TLSA], *, dns: float = 30.0) -> tuple[Any, float]:
+        from mxf_remote.destination import Destination
+        from mxf_remote.dispatch import dispatch
+        from tests.scripted import (
+            ScriptedConnector,
+            ScriptedLookup,
+            VirtualClockLoop,
+            control,
+            protocol,
+        )
+
+        smtp_starttls = protocol("smtp", 25, 0, explicit=True)
+        ctl = control(smtp_starttls, dns=dns)._replace(dane=True)
+        script = {
+            ("example.org", "MX"): (0.001, secure(MX(10, "mx1.example.org"))),
+            ("mx1.example.org", "A"): (0.001, self.SECURE_A),
+            ("mx1.example.org", "AAAA"): (0.001, self.NO_AAAA),
+            ("_25._tcp.mx1.example.org", "TLSA"): (tlsa_at, tlsa),
+        }
+        connector = ScriptedConnector({("192.0.2.1", 25): (0.010, "ok")})
+        loop = VirtualClockLoop()
+        try:
+            result = loop.run_until_complete(
+                dispatch(
+                    Destination("example.org", (smtp_starttls,)),
+                    ctl,
+                    ScriptedLookup(script),  # type: ignore[arg-type]
+                    local=frozenset(),
+                    connect=connector,
+                )
+            )
+            return result, round(loop.time(), 6)
+        finally:
+            loop.close()
+
+    def test_a_late_tlsa_answer_is_waited_for_and_carried_to_the_client(self) -> None:
+        from mxf_remote.race import Won
+
+        result, ended = self.run(0.500, secure(EE))  # type: ignore[arg-type]
+        assert isinstance(result.outcome, Won)
+        assert result.outcome.ended == pytest.approx(12.0)  # MX 1 ms, A 2 ms, connected 12 ms
+        assert ended == 0.501  # ... handed off when the TLSA came, at 501 ms
+        assert result.requirement == Requirement(DANE, (EE,), ("mx1.example.org",))
+
+    def test_a_tlsa_that_never_comes_refuses_the_winner_at_timeoutdns(self) -> None:
+        from mxf_remote.explain import explain_failure
+        from mxf_remote.race import Fate, Lost
+        from tests.scripted import SILENT
+
+        result, ended = self.run(SILENT, Answer(Status.NODATA), dns=2.0)
+        assert isinstance(result.outcome, Lost)
+        assert ended == 2.0
+        assert [f.fate for f in result.outcome.fates] == [Fate.CUT_BY_TLS_POLICY]
+        report = explain_failure(result.plan, result.outcome)
+        assert report.encode() == (
+            b"ZSorry, TLSA lookup error for mx1.example.org:25. (#4.7.5)\n\0"
+        )

@@ -215,10 +215,12 @@ def _sts_flow(
     """The MTA-STS flow, for a destination found through DNS when ``control/mtasts`` is set."""
     if control.mtasts is None or destination.literal is not None or destination.relays:
         return None
+    from mxf_remote.cares import ascii_name
     from mxf_remote.stsflow import StsFlow
 
+    domain = ascii_name(destination.name)  # an IDN publishes its policy under its A-labels
     return StsFlow(
-        destination.name,
+        domain if isinstance(domain, str) else "",
         control.mtasts,
         lookup,
         changed=changed.set,

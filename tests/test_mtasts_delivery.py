@@ -54,6 +54,7 @@ DOMAINS = (
     "stall",
     "qmtp",
     "cached",
+    "xn--bcher-kva",  # bücher
 )
 
 ZONE = f"""
@@ -73,6 +74,7 @@ stall               MX    10 mx.stall
 mx.stall            A     {GOOD}
 qmtp                MX    12801 mx.qmtp
 mx.qmtp             A     {BOTH}
+xn--bcher-kva       MX    10 mx.nomatch
 cached              MX    10 mx.cached
 mx.cached           A     {GOOD}
 _smtp._tls.enforce  TXT   "v=TLSRPTv1; rua=mailto:tlsrpt@enforce.sts.test"
@@ -98,6 +100,7 @@ POLICIES: dict[str, tuple[int, bytes]] = {
     "redirect": (301, b""),
     "qmtp": (200, policy("enforce", "mx.qmtp.sts.test")),
     "cached": (200, policy("enforce", "mx.cached.sts.test")),
+    "xn--bcher-kva": (200, policy("enforce", "mx.xn--bcher-kva.sts.test")),
 }
 
 
@@ -277,6 +280,18 @@ class TestEnforce:
             delivery,
             b"ZSorry, mx.nomatch.sts.test is not an MX host of the MTA-STS policy of "
             b"nomatch.sts.test. (#4.7.5)\n\0",
+        )
+        assert_nothing_arrived(exchangers)
+
+    def test_an_international_domain_s_policy_is_found_under_its_a_labels(
+        self, world: World
+    ) -> None:
+        home, knot, ca, exchangers = world
+        delivery = deliver(home, "bücher.sts.test", knot, ca)
+        assert_report(
+            delivery,
+            b"ZSorry, mx.nomatch.sts.test is not an MX host of the MTA-STS policy of "
+            b"xn--bcher-kva.sts.test. (#4.7.5)\n\0",
         )
         assert_nothing_arrived(exchangers)
 

@@ -111,6 +111,12 @@ class TestDane:
         known.mx = insecure(MX(10, "mx1.example.org"))  # type: ignore[assignment]
         assert verdict(smtp(), known, NO_STS).kind == DANE  # type: ignore[union-attr]
 
+    def test_a_relay_with_secure_addresses_gets_dane_too(self) -> None:
+        """smtproutes relays are checked as Postfix checks ``[host]`` next-hops."""
+        known = knowledge(name="relay.example.net", tlsa=secure(EE))  # type: ignore[arg-type]
+        attempt = Attempt(SMTP, "relay.example.net", "192.0.2.1", 25, "route", 0)
+        assert verdict(attempt, known, NO_STS).kind == DANE  # type: ignore[union-attr]
+
     def test_a_literal_never_gets_dane(self) -> None:
         attempt = Attempt(SMTP, "192.0.2.1", "192.0.2.1", 25, "literal", 0, named=False)
         assert verdict(attempt, knowledge(tlsa=secure(EE)), NO_STS) == NO_REQUIREMENT  # type: ignore[arg-type]

@@ -76,6 +76,26 @@ def _reap(signum: int, frame: object) -> None:  # pragma: no cover - in the fork
             return
 
 
+def _wants_dane_ta(env: dict[str, str]) -> bool:
+    """The job's DANE records include a DANE-TA (usage 2) one (``MXFDANE``)."""
+    return any(record.strip().startswith("2 ") for record in env.get("MXFDANE", "").split(";"))
+
+
+def _load_dane_ta() -> None:  # pragma: no cover - runs in the forker process
+    """Load ``cryptography.x509`` here, once, after the first DANE-TA job.
+
+    A DANE-TA check needs path validation, which ``ssl`` cannot do; importing the X.509
+    library costs an engine about 40 ms (bench/results/tls_policy.md).  Loaded in the
+    forker, every later engine inherits it through ``fork``.  Not before the first such
+    job: a server whose destinations never use DANE-TA never pays its memory.
+    """
+    try:
+        import cryptography.x509
+        import cryptography.x509.oid  # noqa: F401
+    except ImportError:
+        return
+
+
 def serve(jobs: socket.socket) -> None:  # pragma: no cover - runs in the forker process
     """Fork an engine per job until the server goes away."""
     signal.signal(signal.SIGCHLD, _reap)  # waited for, so their CPU counts in ours
@@ -125,3 +145,5 @@ def serve(jobs: socket.socket) -> None:  # pragma: no cover - runs in the forker
             )
         for fd in fds:
             os.close(fd)
+        if options is not None and _wants_dane_ta(env):
+            _load_dane_ta()

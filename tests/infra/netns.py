@@ -230,6 +230,9 @@ def listen_tcp(address: str, port: int = 0, backlog: int = 16) -> socket.socket:
         sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         if fam == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # Accepted sockets inherit TCP_NODELAY: without it a server writing its replies in
+        # pieces (aiosmtpd's EHLO) waits ~40 ms for each delayed ACK (Nagle).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((address, port))
         sock.listen(backlog)
     except BaseException:

@@ -90,8 +90,11 @@ def _load_dane_ta() -> None:  # pragma: no cover - runs in the forker process
     job: a server whose destinations never use DANE-TA never pays its memory.
     """
     try:
+        import cryptography.hazmat.backends.openssl.backend  # the first check loads it
         import cryptography.x509
         import cryptography.x509.oid  # noqa: F401
+
+        from mxf_remote.tls import dane  # noqa: F401
     except ImportError:
         return
 

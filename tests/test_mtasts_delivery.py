@@ -50,6 +50,7 @@ DOMAINS = (
     "wrongname",
     "nostarttls",
     "testing",
+    "testingok",
     "redirect",
     "stall",
     "qmtp",
@@ -66,6 +67,8 @@ wrongname           MX    10 mx.wrongname
 mx.wrongname        A     {WRONG_NAME}
 nostarttls          MX    10 mx.nostarttls
 mx.nostarttls       A     {PLAIN}
+testingok           MX    10 mx.testingok
+mx.testingok        A     {GOOD}
 testing             MX    10 mx.testing
 mx.testing          A     {TESTING}
 redirect            MX    10 mx.redirect
@@ -97,6 +100,7 @@ POLICIES: dict[str, tuple[int, bytes]] = {
     "wrongname": (200, policy("enforce", "*.wrongname.sts.test")),
     "nostarttls": (200, policy("enforce", "mx.nostarttls.sts.test")),
     "testing": (200, policy("testing", "mx.testing.sts.test")),
+    "testingok": (200, policy("testing", "mx.testingok.sts.test")),
     "redirect": (301, b""),
     "qmtp": (200, policy("enforce", "mx.qmtp.sts.test")),
     "cached": (200, policy("enforce", "mx.cached.sts.test")),
@@ -188,7 +192,8 @@ def exchangers(ca: tuple[trustme.CA, Path]) -> Iterator[dict[str, Any]]:
     authority = ca[0]
     made: dict[str, Any] = {}
     try:
-        names = [f"mx.{d}.sts.test" for d in ("enforce", "nomatch", "redirect", "stall", "cached")]
+        served = ("enforce", "nomatch", "redirect", "stall", "cached", "testingok")
+        names = [f"mx.{d}.sts.test" for d in served]
         made[GOOD] = SmtpSink(GOOD, 25, context_for(authority, *names))
         made[WRONG_NAME] = SmtpSink(WRONG_NAME, 25, context_for(authority, "somebody.else"))
         made[PLAIN] = SmtpSink(PLAIN, 25, None)
@@ -338,6 +343,18 @@ class TestPolicySources:
         (line,) = spool_lines(home)
         assert line["policy"]["policy-type"] == "sts"
         assert "mode: testing" in line["policy"]["policy-string"]
+        # the certificate is for somebody.else: enforcing would have failed, so TLS-RPT hears
+        assert line["result"] == "certificate-host-mismatch"
+
+    def test_testing_mode_records_success_when_enforcing_would_have_passed(
+        self, world: World
+    ) -> None:
+        home, knot, ca, exchangers = world
+        delivery = deliver(home, "testingok.sts.test", knot, ca)
+        assert_report(delivery, ACCEPTED % GOOD.encode())
+        exchangers[GOOD].arrival()
+        (line,) = spool_lines(home)
+        assert (line["result"], line["receiving-ip"]) == ("success", GOOD)
 
     def test_a_redirect_is_not_followed_and_mail_goes_as_today(self, world: World) -> None:
         home, knot, ca, exchangers = world

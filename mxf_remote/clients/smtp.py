@@ -257,7 +257,9 @@ def _start_tls(control: int, timeout: float) -> tuple[bool, tuple[str, str] | No
     ``(False, failure)`` when the control descriptor fails, or reaches EOF (or a timeout)
     before the block ends -- the engine failed the handshake.  ``failure`` is ``(RFC 8460
     result type, reason)`` when the cut-short block is the engine's ``MXFTLSFAILURE``
-    entry (under a policy), else None.  The TLS parameters themselves are not used.
+    entry (under a policy), else None.  On success, ``(True, outcome)`` when the block
+    carries ``SSL_MTASTS`` (the WebPKI verdict of MTA-STS ``testing``: what TLS-RPT records
+    for the session), else ``(True, None)``; the other TLS parameters are not used.
     """
     from mxf_remote.tls.envblock import IncompleteBlock, parse_env_block, parse_failure
 
@@ -270,7 +272,7 @@ def _start_tls(control: int, timeout: float) -> tuple[bool, tuple[str, str] | No
     if block is None:
         return False, None
     try:
-        parse_env_block(block)
+        entries = parse_env_block(block)
     except IncompleteBlock:
         failure = parse_failure(block)
         if failure is not None and failure[0] not in _RESULT_TYPES:
@@ -278,6 +280,11 @@ def _start_tls(control: int, timeout: float) -> tuple[bool, tuple[str, str] | No
         return False, failure
     except ValueError:
         return False, None
+    for name, value in entries:
+        if name == "SSL_MTASTS" and value:
+            result, _, reason = value.partition(" ")
+            known = result in _RESULT_TYPES or result == "success"
+            return True, (result if known else VALIDATION_FAILURE, reason)
     return True, None
 
 
@@ -443,7 +450,7 @@ class SmtpSession:
                 raise Finished(reports.tls_failed(self.ip))
             self.tls_outcome = failure
             raise Finished(reports.tls_failed_because(self.ip, failure[1]))
-        self.tls_outcome = ("success", "")
+        self.tls_outcome = failure or ("success", "")  # testing: what enforcing would find
         for fd in (NETWORK_READ_FD, NETWORK_WRITE_FD):
             _close(fd)
         self.connection.switch(tls_read, tls_write)

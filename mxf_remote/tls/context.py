@@ -53,16 +53,27 @@ if TYPE_CHECKING:
 class Policy:
     """What the peer must prove beyond a handshake: DANE records, or WebPKI (MTA-STS)."""
 
-    __slots__ = ("names", "records", "webpki")
+    __slots__ = ("names", "records", "report", "trust", "webpki")
 
     def __init__(
-        self, *, records: list[Record] | None = None, names: list[str] | None = None
+        self,
+        *,
+        records: list[Record] | None = None,
+        names: list[str] | None = None,
+        report: bool = False,
+        trust: dict[str, str] | None = None,
     ) -> None:
         self.records = records or []
         """The TLSA records (``MXFDANE``); empty under WebPKI."""
         self.names = names or []
-        """DANE-TA's reference identifiers (``MXFDANENAMES``, else ``-k``)."""
+        """DANE-TA's reference identifiers (``MXFDANENAMES``, else ``-k``); for
+        ``report``, the name the WebPKI verdict is about."""
         self.webpki = not self.records
+        self.report = report
+        """``MXFWEBPKI=report`` (MTA-STS ``testing``): no check in the handshake, a WebPKI
+        verdict after it (``tls/webpki.py``) in the block, never a failure."""
+        self.trust = trust or {}
+        """``report``: the variables that locate the CAs (CAFILE, CADIR, SSL_CERT_*)."""
 
     @property
     def label(self) -> str:
@@ -100,10 +111,14 @@ def read_policy(options: Options, env: dict[str, str]) -> Policy | None:
     webpki = env.get("MXFWEBPKI", "")
     if not webpki:
         return None
-    if webpki != "1":
-        raise ConfigError(f"MXFWEBPKI must be 1, not {webpki[:20]!r}")
+    if webpki not in ("1", "report"):
+        raise ConfigError(f"MXFWEBPKI must be 1 or report, not {webpki[:20]!r}")
     if not options.servername:
         raise ConfigError("MXFWEBPKI needs -k servername")
+    if webpki == "report":
+        locating = ("CAFILE", "CADIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+        trust = {name: env[name] for name in locating if env.get(name)}
+        return Policy(report=True, names=[options.servername], trust=trust)
     return Policy()
 
 
@@ -127,7 +142,7 @@ def build_context(
         context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     cadir = env.get("CADIR", "")
     cafile = env.get("CAFILE", "")
-    if policy is not None and policy.records:
+    if policy is not None and (policy.records or policy.report):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # DANE decides after the handshake
     elif policy is not None and not (cadir or cafile):

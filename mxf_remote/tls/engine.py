@@ -156,8 +156,18 @@ def peer_chain(obj: ssl.SSLObject) -> list[bytes]:
 def check_peer(session: pump.Session, policy: Policy | None) -> list[tuple[str, str | None]]:
     """Entries the policy adds to the environment block; PeerRejected if the peer fails it.
 
-    WebPKI was checked inside the handshake; DANE is checked here.
+    WebPKI was checked inside the handshake; DANE is checked here, and so is WebPKI for
+    ``MXFWEBPKI=report`` (MTA-STS ``testing``), whose verdict only goes in ``SSL_MTASTS``.
     """
+    if policy is not None and policy.report:
+        from mxf_remote.tls import webpki
+
+        try:
+            chain = peer_chain(session.obj)
+        except (AttributeError, ValueError, TypeError):
+            chain = []
+        result, reason = webpki.verdict(chain, policy.names[0], policy.trust)
+        return [("SSL_MTASTS", f"{result} {reason}".rstrip())]
     if policy is None or not policy.records:
         return []
     from mxf_remote.tls import dane
@@ -191,7 +201,7 @@ def _verified_handshake(
     try:
         pending = pump.handshake(session, net_r, net_w, timeout_ms=timeout_ms, watch=watch)
     except pump.HandshakeFailed as exc:
-        if policy is None:
+        if policy is None or policy.report:  # testing: a failure as without a policy
             raise
         raise classify_handshake_failure(policy, exc, session.servername) from exc
     try:

@@ -128,12 +128,14 @@ async def dispatch(
     penalized: Callable[[str, int], bool] | None = None,
     background: set[asyncio.Task[Any]] | None = None,
     environ: Mapping[str, str] | None = None,
+    report: bool = True,
 ) -> Dispatched[C]:
     """Resolve and race for ``destination``; every lookup is stopped on return.
 
     ``background``: where mxf-remoted keeps an MTA-STS fetch that outlives the delivery
     (None: it is cancelled).  ``environ``: the delivery's environment (its
     ``SSL_CERT_DIR``/``SSL_CERT_FILE`` locate the CAs for the MTA-STS policy host).
+    ``report``: record TLS-RPT outcomes (False for the probe, which delivers nothing).
 
     ``clock`` gives the milliseconds the outcome's and the queries' times are in (the
     trace's clock in production; the loop's, virtual in tests, by default).
@@ -161,6 +163,7 @@ async def dispatch(
         clock=clock,
         background=background,
         environ=environ,
+        report=report,
     )
     plan = LivePlan(destination, resolution, local, penalized, tls_policy=control.dane, sts=sts)
     race: Race[C] = Race(
@@ -211,6 +214,7 @@ def _sts_flow(
     clock: Callable[[], float] | None,
     background: set[asyncio.Task[Any]] | None,
     environ: Mapping[str, str] | None,
+    report: bool,
 ) -> StsFlow | None:
     """The MTA-STS flow, for a destination found through DNS when ``control/mtasts`` is set."""
     if control.mtasts is None or destination.literal is not None or destination.relays:
@@ -229,6 +233,7 @@ def _sts_flow(
         timeout_dns=control.timeout_dns,
         background=background,
         environ=environ,
+        report=report,
     )
 
 
@@ -293,17 +298,24 @@ def run_dispatch(
     local: frozenset[str],
     clock: Callable[[], float],
     penalized: Callable[[str, int], bool] | None = None,
+    report: bool = True,
 ) -> Dispatched[socket.socket]:
     """Run ``dispatch`` on a fresh loop with c-ares, and close everything before returning.
 
     ``penalized``: a connection history to order the plan by (the probe shows the
-    server's).
+    server's).  ``report``: record TLS-RPT outcomes (the probe does not).
     """
     loop = new_event_loop()
     try:
         return loop.run_until_complete(
             _dispatch_with_cares(
-                destination, control, nameservers, local=local, clock=clock, penalized=penalized
+                destination,
+                control,
+                nameservers,
+                local=local,
+                clock=clock,
+                penalized=penalized,
+                report=report,
             )
         )
     finally:
@@ -340,6 +352,7 @@ async def _dispatch_with_cares(
     local: frozenset[str],
     clock: Callable[[], float],
     penalized: Callable[[str, int], bool] | None,
+    report: bool,
 ) -> Dispatched[socket.socket]:
     if not destination.needs_dns:  # a literal: spare the c-ares import and channel
         return await dispatch(
@@ -351,6 +364,7 @@ async def _dispatch_with_cares(
             clock=clock,
             penalized=penalized,
             environ=os.environ,  # a one-shot process: the delivery's own environment
+            report=report,
         )
     lookup = make_lookup(control, nameservers)
     try:
@@ -363,6 +377,7 @@ async def _dispatch_with_cares(
             clock=clock,
             penalized=penalized,
             environ=os.environ,  # a one-shot process: the delivery's own environment
+            report=report,
         )
     finally:
         await lookup.close()

@@ -215,6 +215,7 @@ def run(argv: list[str]) -> int:
         local=local,
         clock=_trace.now_ms,
         penalized=(lambda address, port: (address, port) in penalized) if history else None,
+        report=False,  # the probe delivers nothing: no TLS-RPT line
     )
     elapsed = _trace.now_ms()
     outcome = dispatched.outcome

@@ -67,10 +67,14 @@ class StsFlow:
         background: set[asyncio.Task[Any]] | None = None,
         environ: Mapping[str, str] | None = None,
         refresh: bool = False,
+        report: bool = True,
     ) -> None:
         self.domain = policy_domain(domain) or ""
         self._environ = environ if environ is not None else {}
         self._refresh = refresh
+        self._report = report
+        """Record a failed fetch for TLS-RPT (not for the probe: it delivers nothing, and a
+        spool file it made as root could not be appended to by the delivery user)."""
         """Fetch even when the cached policy has the TXT record's id (``stsrefresh``)."""
         """The delivery's environment: its ``SSL_CERT_DIR``/``SSL_CERT_FILE`` say which CAs
         the policy host's certificate must come from."""
@@ -195,7 +199,7 @@ class StsFlow:
 
     def _failed(self, result_type: str, text: str) -> None:
         self.fetch_error = f"{result_type}: {text}"
-        if self.cache_dir:
+        if self._report and self.cache_dir:
             from mxf_remote import tlsrpt
 
             policy: dict[str, object] = {

@@ -501,3 +501,8 @@ def test_probe_shows_the_policy_it_used(
         "nomatch.sts.test. (#4.7.5)\n"
     )
     assert [r["exchanger"] for r in result["facts"]["refused"]] == ["mx.nomatch.sts.test"]
+    # A failed fetch is no delivery's: the probe (often run as root) records no TLS-RPT line.
+    subprocess.run(
+        [probe, "redirect.sts.test"], env={**env, **knot.env}, capture_output=True, check=False
+    )
+    assert spool_lines(home) == []

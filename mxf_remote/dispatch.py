@@ -113,8 +113,18 @@ class LivePlan:
         return self._resolution.over and (self._sts is None or not self._sts.pending)
 
     def may_win(self, attempt: Attempt) -> bool | None:
-        """The self-check's verdict on a connected attempt."""
-        return self_check_verdict(attempt, self._resolution.knowledge, self._local)
+        """The self-check's verdict on a connected attempt, and its TLS policy's.
+
+        A connection whose TLS verdict still waits (its TLSA, the MTA-STS policy) is
+        parked like one the self-check waits for: the race goes on meanwhile, so that a
+        refusal when the answer comes leaves the other exchangers their chance.  At the
+        race's deadline it wins, and the handoff waits for the verdict
+        (``_winner_verdict``).
+        """
+        check = self_check_verdict(attempt, self._resolution.knowledge, self._local)
+        if check is not False and isinstance(self.verdict(attempt), Wait):
+            return None
+        return check
 
 
 async def dispatch(

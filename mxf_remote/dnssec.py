@@ -59,6 +59,12 @@ def parse_server(text: str) -> tuple[int, tuple[str, int]]:
     return socket.AF_INET, (address, int(port))
 
 
+COMPANION_TYPES = frozenset((dnsmessage.TYPE_CNAME, 39, 46))
+"""What may stand in an answer beside (or instead of) the records asked for: CNAME, DNAME
+(RFC 6672: its synthesized CNAME is what the chain follows) and RRSIG.  Anything else
+there is broken DNS."""
+
+
 class DnssecLookup:
     """``Lookup`` with AD=1 on every question; ``Answer.secure`` from the answers' AD bits."""
 
@@ -124,8 +130,8 @@ class DnssecLookup:
                 records = tuple(r.data for r in wanted)  # already in Answer's forms
                 ttl_used = min(r.ttl for r in wanted)
                 return Answer(Status.OK, records, ttl=_smallest(chain_ttl, ttl_used), secure=secure)
-            if any(r.rtype != dnsmessage.TYPE_CNAME for r in message.answers):
-                return Answer(Status.TEMPFAIL)  # records of another type or name: broken
+            if any(r.rtype not in COMPANION_TYPES for r in message.answers):
+                return Answer(Status.TEMPFAIL)  # records of another type: broken DNS
             if end == question.name:
                 return Answer(Status.NODATA, ttl=negative_ttl, secure=secure)
             current = end
@@ -143,6 +149,11 @@ class DnssecLookup:
                 if message.rcode in (dnsmessage.RCODE_NOERROR, dnsmessage.RCODE_NXDOMAIN):
                     return message
                 self._failed(address, _rcode_text(message))
+                if message.rcode == dnsmessage.RCODE_SERVFAIL:
+                    # A validating resolver's SERVFAIL is its verdict (bogus data): final.
+                    # Asking on could find a server that does not validate and answers the
+                    # same forgery as merely insecure, which would switch DANE off.
+                    return None
         return None
 
     async def _try(

@@ -133,10 +133,13 @@ def tls_environment_of(dispatched: Dispatched[Any], prepared: Prepared) -> dict[
     """The winner's TLS policy variables (``handoff.tls_environment``)."""
     if not dispatched.requirement.kind:
         return {}
+    from mxf_remote.cares import ascii_name
+
+    domain = ascii_name(prepared.destination.name)  # TLS-RPT names domains by A-labels
     return tls_environment(
         dispatched.requirement,
         sts=dispatched.sts,
-        domain=prepared.destination.name,
+        domain=domain if isinstance(domain, str) else prepared.destination.name,
         spool=prepared.control.mtasts,
     )
 

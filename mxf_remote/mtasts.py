@@ -185,8 +185,6 @@ def parse_policy(body: bytes) -> Policy:
         if line.strip(_WSP) == "":
             continue
         key, value = _policy_line(number, line)
-        if not kept and (key, value) != ("version", "STSv1"):
-            raise PolicyError("the first line is not 'version: STSv1'")
         kept.append(line.rstrip(_WSP))
         if key == "mx":
             mx.append(_mx_pattern(number, value))
@@ -196,6 +194,8 @@ def parse_policy(body: bytes) -> Policy:
             values[key] = value
     if not kept:
         raise PolicyError("empty policy")
+    if values.get("version") != "STSv1":  # RFC 8461 §3.2 fixes no order of the fields
+        raise PolicyError("no 'version: STSv1'")
     mode = values.get("mode")
     if mode not in MODES:
         raise PolicyError(
@@ -337,7 +337,9 @@ def _decode_entry(data: bytes) -> CachedPolicy | None:
         policy = parse_policy(body)
     except PolicyError:
         return None
-    return CachedPolicy(record_id, policy, fetched, expires)
+    # never longer than the policy allows from when it was fetched (a file edited by hand,
+    # or planted, cannot make a policy immortal)
+    return CachedPolicy(record_id, policy, fetched, min(expires, fetched + policy.max_age))
 
 
 def _time_value(text: bytes) -> float | None:
@@ -352,8 +354,9 @@ def _time_value(text: bytes) -> float | None:
 
 def _replace_file(path: str, data: bytes) -> bool:
     """Write ``data`` to a temporary file beside ``path`` and rename it to ``path``."""
-    directory, name = os.path.split(path)
-    temporary = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(6).hex()}")
+    # Not named after the domain: ".<253 octets>.<pid>.<hex>" would pass NAME_MAX.
+    directory = os.path.dirname(path)
+    temporary = os.path.join(directory, f".tmp.{os.getpid()}.{os.urandom(6).hex()}")
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     except OSError:

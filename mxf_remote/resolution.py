@@ -283,14 +283,19 @@ class Resolution:
         self._ask(f"_{port}._tcp.{name}", "TLSA", got_tlsa)
 
     def _resolve_exchanger(self, name: str, services: set[str], port: int | None) -> None:
-        """An exchanger's addresses, and its TLSA for those of ``services`` that use STARTTLS.
+        """An exchanger's addresses, and its TLSA for every STARTTLS protocol.
 
-        ``port`` is the SRV record's; None means each protocol's default port (MX).
+        ``port`` is the SRV record's, for the protocols of ``services``; the others (and
+        every protocol of an MX exchanger, ``port`` None) at their default port.  A target
+        found only through ``_qmtp._tcp`` SRV gets its ``_25._tcp`` TLSA too: were its SMTP
+        protected, QMTP must not reach it (no downgrade through the race), whether or not
+        the MX answer that would name it has come yet.
         """
         self._resolve_addresses(name)
         for protocol in self.destination.protocols:
-            if protocol.service in services and protocol.service in self._tlsa_services:
-                self._resolve_tlsa(name, port or protocol.default_port)
+            if protocol.service in self._tlsa_services:
+                own = port if port and protocol.service in services else None
+                self._resolve_tlsa(name, own or protocol.default_port)
 
     # -- answers -----------------------------------------------------------------------
 

@@ -97,6 +97,7 @@ class PolicyRefresher:
                 timeout_dns=source.timeout_dns,
                 environ=source.environ,
                 refresh=True,
+                report=False,  # no delivery's session: nothing for TLS-RPT
                 wall=self._wall,
             )
             view = await flow.run()

@@ -58,6 +58,11 @@ MTA_STS_TESTING = "mta-sts-testing"
 
 DIGEST_LENGTHS = {1: 32, 2: 64}
 """Matching type → the length of its association data (SHA-256, SHA-512)."""
+MAX_FULL_DATA = 16384
+"""Matching type 0 (the certificate or key itself): longer is not used (the TLS client
+takes no more, ``tls.dane.MAX_RECORD_BYTES``, and the environment has its limits)."""
+MAX_RECORDS = 16
+"""Usable records passed on at most (an RRset of more is cut, in the order given)."""
 
 
 class Requirement(NamedTuple):
@@ -122,8 +127,8 @@ def usable_tlsa(records: Iterable[TLSA]) -> tuple[TLSA, ...]:
         and record.selector in (0, 1)
         and record.mtype in (0, 1, 2)
         and len(record.data) == DIGEST_LENGTHS.get(record.mtype, len(record.data))
-        and record.data
-    )
+        and 0 < len(record.data) <= MAX_FULL_DATA
+    )[:MAX_RECORDS]
 
 
 def carries_tls(attempt: Attempt) -> bool:

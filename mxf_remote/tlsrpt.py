@@ -189,12 +189,11 @@ def clean_policy(policy: object) -> dict[str, object] | None:
 
 
 def _strings(value: object) -> list[str] | None:
-    """A list of at most ``MAX_STRINGS`` strings of at most ``MAX_STRING`` characters."""
-    if not isinstance(value, list) or len(value) > MAX_STRINGS:
+    """A list of strings, None if it is not one; cut to ``MAX_STRINGS`` strings of at most
+    ``MAX_STRING`` characters (a huge but valid policy is still reported, shortened)."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         return None
-    if not all(isinstance(item, str) and len(item) <= MAX_STRING for item in value):
-        return None
-    return [_short(item) for item in value]
+    return [_short(item) for item in value[:MAX_STRINGS]]
 
 
 def _append(directory: str, name: str, line: bytes) -> None:
@@ -203,7 +202,8 @@ def _append(directory: str, name: str, line: bytes) -> None:
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     fd = os.open(os.path.join(directory, name), flags, 0o644)
     try:
-        os.write(fd, line)
+        if os.write(fd, line) < len(line):  # a full disk, a file size limit: cut short
+            os.write(fd, b"\n")  # end it, so that only this line is lost, not the next
     finally:
         os.close(fd)
 
@@ -606,6 +606,10 @@ def _settings(environ: Mapping[str, str]) -> tuple[str, str]:
     return directory, me
 
 
+LINE_START = b'{"time": "'
+"""How every spool line begins (``encode_json`` of ``record``'s entry)."""
+
+
 def read_spool(path: str) -> tuple[list[dict[str, Any]], int]:
     """The valid sessions in the spool file ``path`` and how many lines were skipped.
 
@@ -617,6 +621,12 @@ def read_spool(path: str) -> tuple[list[dict[str, Any]], int]:
         with open(path, "rb") as spool:
             for line in spool:
                 session = parse_spool_line(line.rstrip(b"\n"))
+                start = line.rfind(LINE_START)
+                if session is None and start > 0:
+                    # a line cut short (full disk, file size limit) with the next writer's
+                    # line right after it: the cut one is lost, the whole one is not
+                    session = parse_spool_line(line[start:].rstrip(b"\n"))
+                    skipped += 1
                 if session is None:
                     skipped += 1
                 else:

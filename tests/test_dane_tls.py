@@ -343,8 +343,7 @@ class TestHostileConfiguration:
         )
         assert status == 0
         assert (
-            output
-            == b"ZTLS client configuration error: MXFWEBPKI must be 1 or report, not 'yes'."
+            output == b"ZTLS client configuration error: MXFWEBPKI must be 1 or report, not 'yes'."
             b" (#4.3.0)\n\0"
         )
         assert record is None

@@ -262,10 +262,34 @@ class TestFailures:
         """SERVFAIL with EDE 6 (a validator's bogus): TEMPFAIL; ``last_error`` says why."""
         with ScriptDns(lambda q, t: [reply(q, rcode=2, ede=[(6, b"DNSSEC Bogus")])]) as server:
             (answer,), lookup = ask([server.nameserver], ("bogus.test", "TLSA"), tries=2)
-            assert len(server.queries) == 2
+            assert len(server.queries) == 1  # a validator's verdict is not asked again
         assert answer == Answer(Status.TEMPFAIL)
         assert lookup.last_error is not None
         assert lookup.last_error.endswith("SERVFAIL EDE 6 (DNSSEC Bogus)")
+
+    def test_servfail_is_final_never_asked_of_the_next_server(self) -> None:
+        """A validating resolver says SERVFAIL (bogus); a second, non-validating one would
+        answer the same forgery as merely insecure and switch DANE off: never asked."""
+        bogus = ScriptDns(lambda q, t: [reply(q, rcode=2)])
+        lenient = ScriptDns(
+            lambda q, t: [reply(q, answers=[a_rr("h.test", "203.0.113.66")])],
+            address="127.0.7.54",
+        )
+        with bogus, lenient:
+            (answer,), _ = ask([bogus.nameserver, lenient.nameserver], ("h.test", "A"))
+            assert lenient.queries == []
+        assert answer == Answer(Status.TEMPFAIL)
+
+    def test_a_dname_beside_its_cname_is_followed(self) -> None:
+        """RFC 6672: a DNAME and the CNAME synthesized from it; the CNAME is the chain."""
+        dname = rr("old.test", 39, name_wire(b"new.test"))
+        cname = rr("h.old.test", 5, name_wire(b"h.new.test"))
+        answer = ask_one(
+            lambda q, t: [reply(q, answers=[dname, cname, a_rr("h.new.test", "192.0.2.7")])],
+            "h.old.test",
+            "A",
+        )
+        assert (answer.status, answer.records) == (Status.OK, ("192.0.2.7",))
 
     @pytest.mark.parametrize("rcode", [1, 4, 5, 16])
     def test_other_rcodes_are_temporary(self, rcode: int) -> None:

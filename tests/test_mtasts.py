@@ -91,6 +91,11 @@ class TestStsRecord:
 class TestPolicyHostile:
     """RFC 8461 §3.2 policies that must be refused, each with its reason."""
 
+    def test_fields_in_any_order(self) -> None:
+        """RFC 8461 §3.2's ABNF fixes no order: ``version`` may come after ``mode``."""
+        policy = parse_policy(b"mode: enforce\nversion: STSv1\nmx: a.example\nmax_age: 1\n")
+        assert (policy.mode, policy.mx, policy.max_age) == ("enforce", ("a.example",), 1)
+
     @pytest.mark.parametrize(
         ("body", "why"),
         [
@@ -98,9 +103,8 @@ class TestPolicyHostile:
             (GOOD.replace(b"enforce", b"enf\x00orce"), "control character"),
             (GOOD + b"x-comment: caf\xc3\xa9\n", "not ASCII"),
             (GOOD.replace(b"enforce", b"enforce\xff"), "not ASCII"),
-            (GOOD.replace(b"version: STSv1\r\n", b""), "first line"),
-            (b"mode: enforce\nversion: STSv1\nmx: a.example\nmax_age: 1\n", "first line"),
-            (GOOD.replace(b"STSv1", b"STSv2"), "first line"),
+            (GOOD.replace(b"version: STSv1\r\n", b""), "no 'version: STSv1'"),
+            (GOOD.replace(b"STSv1", b"STSv2"), "no 'version: STSv1'"),
             (GOOD.replace(b"enforce", b"Enforce"), "mode"),
             (GOOD.replace(b"enforce", b"enforcing"), "mode"),
             (GOOD.replace(b"mode: enforce\r\n", b""), "no mode"),
@@ -123,7 +127,7 @@ class TestPolicyHostile:
             (b"", "empty"),
             (b"\n\r\n", "empty"),
             (b"<html>404</html>", "no ':'"),
-            (b"hello: world\n", "first line"),
+            (b"hello: world\n", "no 'version: STSv1'"),
         ],
     )
     def test_refused(self, body: bytes, why: str) -> None:
@@ -357,7 +361,7 @@ class TestPolicyCache:
         real_rename = os.rename
 
         def watching_rename(source: str, target: str) -> None:
-            assert os.path.basename(source).startswith(".example.net.")
+            assert os.path.basename(source).startswith(".tmp.")
             assert b"\nid new\n" in Path(source).read_bytes()  # complete already
             loaded = cache.load("example.net")
             seen.append(None if loaded is None else loaded.id)
@@ -409,3 +413,16 @@ while not select.select([sys.stdin], [], [], 0)[0]:
         counts[loaded.id] += 1
 print(json.dumps(counts))
 """
+
+
+def test_a_cache_file_cannot_outlive_its_max_age(tmp_path: Path) -> None:
+    """``expires`` beyond ``fetched + max_age`` (a file edited or planted) is cut back."""
+    cache = PolicyCache(str(tmp_path))
+    assert cache.store("example.net", "id1", parse_policy(GOOD), 1_000_000.0)
+    path = tmp_path / "example.net"
+    text = path.read_text().replace("expires 1086400.0", "expires 999999999999.0")
+    assert "999999999999" in text
+    path.write_text(text)
+    loaded = cache.load("example.net")
+    assert loaded is not None
+    assert loaded.expires == 1_000_000.0 + 86400

@@ -326,12 +326,21 @@ def test_the_probe_knows_which_nameservers_are_on_loopback(server: str, loopback
 
 
 class TestTheHandoffWaits:
-    """On a virtual clock: the race does not wait for the TLSA answer; the handoff does."""
+    """On a virtual clock: a connection whose TLSA answer is still out is parked, as for the
+    self-check -- the race goes on, and a refusal leaves the other exchangers their chance."""
 
     SECURE_A = Answer(Status.OK, ("192.0.2.1",), secure=True)
     NO_AAAA = Answer(Status.NODATA, secure=True)
 
-    def run(self, tlsa_at: float, tlsa: Answer[TLSA], *, dns: float = 30.0) -> tuple[Any, float]:
+    def run(
+        self,
+        tlsa_at: float,
+        tlsa: Answer[TLSA],
+        *,
+        dns: float = 30.0,
+        backup: bool = False,
+        timeout: float = 60.0,
+    ) -> tuple[Any, float]:
         from mxf_remote.destination import Destination
         from mxf_remote.dispatch import dispatch
         from tests.scripted import (
@@ -343,14 +352,20 @@ class TestTheHandoffWaits:
         )
 
         smtp_starttls = protocol("smtp", 25, 0, explicit=True)
-        ctl = control(smtp_starttls, dns=dns)._replace(dane=True)
+        ctl = control(smtp_starttls, dns=dns, timeout=timeout)._replace(dane=True)
+        exchangers = [MX(10, "mx1.example.org")] + ([MX(20, "mx2.example.org")] if backup else [])
         script = {
-            ("example.org", "MX"): (0.001, secure(MX(10, "mx1.example.org"))),
+            ("example.org", "MX"): (0.001, secure(*exchangers)),
             ("mx1.example.org", "A"): (0.001, self.SECURE_A),
             ("mx1.example.org", "AAAA"): (0.001, self.NO_AAAA),
             ("_25._tcp.mx1.example.org", "TLSA"): (tlsa_at, tlsa),
+            ("mx2.example.org", "A"): (0.001, Answer(Status.OK, ("192.0.2.2",), secure=True)),
+            ("mx2.example.org", "AAAA"): (0.001, self.NO_AAAA),
+            ("_25._tcp.mx2.example.org", "TLSA"): (0.001, Answer(Status.NODATA, secure=True)),
         }
-        connector = ScriptedConnector({("192.0.2.1", 25): (0.010, "ok")})
+        connector = ScriptedConnector(
+            {("192.0.2.1", 25): (0.010, "ok"), ("192.0.2.2", 25): (0.010, "ok")}
+        )
         loop = VirtualClockLoop()
         try:
             result = loop.run_until_complete(
@@ -371,8 +386,10 @@ class TestTheHandoffWaits:
 
         result, ended = self.run(0.500, secure(EE))  # type: ignore[arg-type]
         assert isinstance(result.outcome, Won)
-        assert result.outcome.ended == pytest.approx(12.0)  # MX 1 ms, A 2 ms, connected 12 ms
-        assert ended == 0.501  # ... handed off when the TLSA came, at 501 ms
+        (fate,) = result.outcome.fates
+        assert fate.parked == pytest.approx(12.0)  # MX 1 ms, A 2 ms, connected at 12 ms
+        assert fate.end == pytest.approx(501.0)  # ... and won when the TLSA came, at 501 ms
+        assert ended == 0.501
         assert result.requirement == Requirement(DANE, (EE,), ("mx1.example.org",))
 
     def test_a_tlsa_that_never_comes_refuses_the_winner_at_timeoutdns(self) -> None:
@@ -380,7 +397,7 @@ class TestTheHandoffWaits:
         from mxf_remote.race import Fate, Lost
         from tests.scripted import SILENT
 
-        result, ended = self.run(SILENT, Answer(Status.NODATA), dns=2.0)
+        result, ended = self.run(SILENT, Answer(Status.NODATA), dns=2.0, timeout=5.0)
         assert isinstance(result.outcome, Lost)
         assert ended == 2.0
         assert [f.fate for f in result.outcome.fates] == [Fate.CUT_BY_TLS_POLICY]
@@ -388,3 +405,16 @@ class TestTheHandoffWaits:
         assert report.encode() == (
             b"ZSorry, TLSA lookup error for mx1.example.org:25. (#4.7.5)\n\0"
         )
+
+    def test_a_refused_winner_leaves_the_next_exchanger_its_chance(self) -> None:
+        """MX 10 connects first, its TLSA never comes; MX 20 (no TLSA, secure) gets the
+        message instead of the whole delivery failing at timeoutdns (RFC 7672 §2.2)."""
+        from mxf_remote.race import Fate, Won
+        from tests.scripted import SILENT
+
+        result, _ = self.run(SILENT, Answer(Status.NODATA), dns=2.0, backup=True)
+        assert isinstance(result.outcome, Won)
+        assert result.outcome.attempt.exchanger == "mx2.example.org"
+        fates = {f.attempt.exchanger: f.fate for f in result.outcome.fates}
+        assert fates == {"mx1.example.org": Fate.RUNNER_UP_CLOSED, "mx2.example.org": Fate.WON}
+        assert result.requirement == NO_REQUIREMENT

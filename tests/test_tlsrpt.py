@@ -126,8 +126,6 @@ class TestRecord:
             ({**STS, "policy-domain": 7}, "success"),
             ({**STS, "policy-string": "version: STSv1"}, "success"),
             ({**STS, "policy-string": [1]}, "success"),
-            ({**STS, "mx-host": ["x" * 2000]}, "success"),
-            ({**STS, "policy-string": ["x"] * 1000}, "success"),
             (STS, "Success"),
             (STS, ""),
             (STS, "a b"),
@@ -140,6 +138,16 @@ class TestRecord:
         """A bad policy type, domain, string list, or result: nothing written, no exception."""
         write(tmp_path, policy, result)
         assert not (tmp_path / "tlsrpt").exists()
+
+    def test_a_huge_policy_is_recorded_shortened(self, tmp_path: Path) -> None:
+        """A valid policy of 1000 lines, or one line of 2000 characters, is still the
+        domain's: its session is recorded, the strings cut (a domain must not lose its
+        reports for publishing a big policy)."""
+        write(tmp_path, {**STS, "policy-string": ["x"] * 1000}, "success")
+        write(tmp_path, {**STS, "mx-host": ["x" * 2000]}, "success")
+        first, second = spool_lines(tmp_path)
+        assert len(first["policy"]["policy-string"]) == tlsrpt.MAX_STRINGS
+        assert second["policy"]["mx-host"] == ["x" * tlsrpt.MAX_STRING]
 
     @pytest.mark.parametrize("spool", ["relative/dir", "", "/no/such/dir", "/a\x00b"])
     def test_bad_spool_never_raises(self, spool: str) -> None:
@@ -710,3 +718,36 @@ def test_program_against_knot(home: Path, knot: Any) -> None:
     assert lines["two.rpt.test"]["rua"] == [] and "2 TLSRPTv1" in lines["two.rpt.test"]["error"]
     for quiet in ("other.rpt.test", "absent.rpt.test"):
         assert lines[quiet]["rua"] == [] and "error" not in lines[quiet]
+
+
+def test_a_line_cut_short_by_a_file_size_limit_costs_only_itself(tmp_path: Path) -> None:
+    """A partial write (full disk, ``ulimit -f``) is ended with a newline, so the next
+    writer's line still stands on a line of its own and is read."""
+    import resource
+    import subprocess
+    import sys
+
+    write(tmp_path, STS, "success")
+    day = next((tmp_path / "tlsrpt").iterdir())
+    limit = day.stat().st_size + 40  # room for 40 more bytes: less than a line, more than 1
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    script = (
+        "import sys, json; from mxf_remote.tlsrpt import record; "
+        "record(sys.argv[1], json.loads(sys.argv[2]), 'success', sending_ip='192.0.2.1', "
+        "receiving_ip='198.51.100.7', receiving_mx='mx.example.net', now=float(sys.argv[3]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), json.dumps(STS), str(NOW + 60)],
+        preexec_fn=limited,  # noqa: PLW1509 - only setrlimit, before exec
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert day.stat().st_size == limit  # the line was cut short (the newline did not fit...)
+    write(tmp_path, STS, "certificate-expired")
+    sessions, skipped = tlsrpt.read_spool(str(day))
+    assert [s["result"] for s in sessions] == ["success", "certificate-expired"]
+    assert skipped == 1

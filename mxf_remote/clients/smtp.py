@@ -394,6 +394,15 @@ class SmtpSession:
                 return set()
         self._quit(reports.name_rejected(self.ip, reply.text))
 
+    def _without_tls_client(self, policy: str | None) -> None:
+        """No UCSPI-TLS client: fine in clear, or under implicit TLS; else a Z."""
+        if os.environ.get("SSL_PROTOCOL"):
+            self.tls_outcome = ("success", "")  # implicit TLS, checked by its client
+            return
+        self.tls_outcome = (STARTTLS_NOT_SUPPORTED, "no TLS client")
+        if policy is not None:
+            self._quit(reports.tls_required_without_client(policy))
+
     def _after_hello(self, keywords: set[bytes]) -> set[bytes]:
         """STARTTLS under a UCSPI-TLS client (spec §9); the keywords to go on with.
 
@@ -415,27 +424,24 @@ class SmtpSession:
         policy = required_tls_policy()
         descriptors = _ucspi_tls_descriptors()
         if descriptors is None:
-            if policy is not None and not os.environ.get("SSL_PROTOCOL"):
-                self.tls_outcome = (STARTTLS_NOT_SUPPORTED, "no TLS client")
-                self._quit(reports.tls_required_without_client(policy))
-            if policy is not None:
-                self.tls_outcome = ("success", "")  # implicit TLS, checked by its client
+            self._without_tls_client(policy)
             return keywords
         control, tls_read, tls_write = descriptors
         if b"STARTTLS" not in keywords or tls_read < 0 or tls_write < 0:
             _close(control)  # declined: the TLS client's engine exits, we stay in clear
             if b"STARTTLS" in keywords:
                 self._quit(reports.tls_unusable())
+            # recorded under MTA-STS testing too, where it is the news (RFC 8460 §4.3.1)
+            self.tls_outcome = (STARTTLS_NOT_SUPPORTED, "STARTTLS not offered")
             if policy is not None:
-                self.tls_outcome = (STARTTLS_NOT_SUPPORTED, "STARTTLS not offered")
                 self._quit(reports.starttls_not_offered_but_required(self.ip, policy))
             return keywords
         self.connection.write(b"STARTTLS\r\n")
         reply = self._reply()
         if reply.code != 220:
             _close(control)
+            self.tls_outcome = (STARTTLS_NOT_SUPPORTED, "STARTTLS refused")
             if policy is not None:
-                self.tls_outcome = (STARTTLS_NOT_SUPPORTED, "STARTTLS refused")
                 self._quit(reports.starttls_refused_but_required(self.ip, policy, reply.text))
             if reply.code == 421 or tls_verification_configured():
                 self._quit(reports.starttls_refused(self.ip, reply.text))

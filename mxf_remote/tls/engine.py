@@ -176,7 +176,10 @@ def check_peer(session: pump.Session, policy: Policy | None) -> list[tuple[str, 
         chain = peer_chain(session.obj)
     except (AttributeError, ValueError, TypeError):
         chain = []
-    verdict = dane.check(policy.records, chain, policy.names)
+    try:
+        verdict = dane.check(policy.records, chain, policy.names)
+    except Exception as error:  # a hostile certificate costs a failed check, not the engine
+        raise PeerRejected("validation-failure", f"DANE: unusable certificate: {error}") from None
     if not verdict.ok:
         raise PeerRejected(verdict.result_type, f"DANE: {verdict.reason}")
     return [("SSL_DANE", verdict.entry)]

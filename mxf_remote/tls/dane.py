@@ -251,8 +251,12 @@ def _path_problem(certs: list[x509.Certificate]) -> Verdict | None:
                 return _fail(f"certificate at depth {depth} is not for TLS servers")
         if depth:
             problem = _issuer_problem(certs[depth - 1], cert, depth)
+            if problem is None:
+                problem = _constraint_problem(cert, leaf_names(certs[0]), depth)
             if problem is not None:
                 return _fail(problem)
+        if _unhandled_critical(cert):
+            return _fail(f"certificate at depth {depth} has a critical extension not understood")
     return None
 
 
@@ -271,11 +275,64 @@ def _issuer_problem(child: x509.Certificate, issuer: x509.Certificate, depth: in
     if constraints.path_length is not None and depth - 1 > constraints.path_length:
         return f"certificate at depth {depth} allows {constraints.path_length} intermediates"
     try:
+        usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    except ValueError:
+        return f"certificate at depth {depth} has malformed extensions"
+    if usage is not None and not usage.key_cert_sign:
+        return f"certificate at depth {depth} may not sign certificates"
+    try:
         child.verify_directly_issued_by(issuer)
     except (ValueError, TypeError):
         return f"certificate at depth {depth - 1} was not issued by the one at depth {depth}"
     except Exception:  # InvalidSignature, UnsupportedAlgorithm: the signature does not hold
         return f"bad signature on the certificate at depth {depth - 1}"
+    return None
+
+
+def _unhandled_critical(cert: x509.Certificate) -> bool:
+    """A critical extension nobody here understands: RFC 5280 §4.2 says reject."""
+    from cryptography import x509
+
+    try:
+        return any(
+            ext.critical and isinstance(ext.value, x509.UnrecognizedExtension)
+            for ext in cert.extensions
+        )
+    except ValueError:
+        return True
+
+
+def _within(name: str, subtree: str) -> bool:
+    """RFC 5280 §4.2.1.10 for DNS names: ``name`` is ``subtree`` or below it."""
+    subtree = subtree.lower().rstrip(".")
+    if subtree.startswith("."):
+        return name.endswith(subtree)
+    return name == subtree or name.endswith("." + subtree)
+
+
+def _constraint_problem(issuer: x509.Certificate, names: list[str], depth: int) -> str | None:
+    """Why the leaf's DNS ``names`` break the issuer's nameConstraints, or None."""
+    from cryptography import x509
+
+    try:
+        constraints = issuer.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError:
+        return f"certificate at depth {depth} has malformed name constraints"
+    permitted = [
+        str(n.value) for n in constraints.permitted_subtrees or () if isinstance(n, x509.DNSName)
+    ]
+    excluded = [
+        str(n.value) for n in constraints.excluded_subtrees or () if isinstance(n, x509.DNSName)
+    ]
+    for name in (n.lower().rstrip(".") for n in names):
+        if permitted and not any(_within(name, tree) for tree in permitted):
+            return f"{name} is outside the names the certificate at depth {depth} permits"
+        if any(_within(name, tree) for tree in excluded):
+            return f"{name} is a name the certificate at depth {depth} excludes"
     return None
 
 

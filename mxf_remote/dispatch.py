@@ -201,9 +201,12 @@ async def dispatch(
         await resolution.close()
         if sts is not None:
             await sts.close()
+    final = plan.current()
+    if report and control.mtasts is not None and final.facts.refused:
+        record_refusals(final, control.mtasts, destination.name)
     return Dispatched(
         outcome,
-        plan.current(),
+        final,
         tuple(resolution.queries),
         tuple(resolution.delays_over),
         resolution.expired_at,
@@ -212,6 +215,35 @@ async def dispatch(
         plan.sts_view(),
         tuple(resolution.knowledge.tlsa.items()),
     )
+
+
+def record_refusals(plan: Plan, spool: str, domain: str) -> None:
+    """TLS-RPT lines for what the TLS policy refused with a result type (a TLSA lookup
+    error is RFC 8460's ``dnssec-invalid``), one per exchanger and port."""
+    from mxf_remote import tlsrpt
+    from mxf_remote.cares import ascii_name
+
+    name = ascii_name(domain)
+    seen: set[tuple[str, int]] = set()
+    for attempt, refusal in plan.facts.refused:
+        where = (attempt.exchanger, attempt.port)
+        if not refusal.result_type or where in seen:
+            continue
+        seen.add(where)
+        policy: dict[str, object] = {
+            "policy-type": refusal.policy,
+            "policy-string": [],
+            "policy-domain": name if isinstance(name, str) else domain,
+        }
+        tlsrpt.record(
+            spool,
+            policy,
+            refusal.result_type,
+            sending_ip="",
+            receiving_ip=attempt.address,
+            receiving_mx=attempt.exchanger,
+            reason=refusal.text,
+        )
 
 
 def _sts_flow(

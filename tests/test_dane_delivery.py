@@ -243,6 +243,28 @@ class TestRefused:
         assert_report(delivery, b"ZSorry, TLSA lookup error for mx9.dane.test:25. (#4.7.5)\n\0")
         assert_nothing_arrived(lab)
 
+    def test_a_tlsa_lookup_error_is_recorded_for_tls_rpt(
+        self, home: QmailHome, lab: tuple[Lab, DnssecLab], tmp_path: Path
+    ) -> None:
+        """With control/mtasts (the TLS-RPT spool), the bogus TLSA is RFC 8460's
+        ``dnssec-invalid`` for the policy domain."""
+        spool = tmp_path / "spool"
+        spool.mkdir()
+        home.control("mtasts", f"{spool}\n")
+        deliver(home, "badtlsa.dane.test", lab)
+        (day,) = (spool / "tlsrpt").iterdir()
+        (line,) = [json.loads(text) for text in day.read_text().splitlines()]
+        assert line["policy"] == {
+            "policy-type": "tlsa",
+            "policy-string": [],
+            "policy-domain": "badtlsa.dane.test",
+        }
+        assert (line["result"], line["receiving-mx-hostname"]) == (
+            "dnssec-invalid",
+            "mx9.dane.test",
+        )
+        assert_nothing_arrived(lab)
+
     @pytest.mark.parametrize(
         ("host", "address"),
         [

@@ -741,7 +741,7 @@ def test_a_line_cut_short_by_a_file_size_limit_costs_only_itself(tmp_path: Path)
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path), json.dumps(STS), str(NOW + 60)],
-        preexec_fn=limited,  # noqa: PLW1509 - only setrlimit, before exec
+        preexec_fn=limited,  # only setrlimit, before exec
         capture_output=True,
         check=False,
     )

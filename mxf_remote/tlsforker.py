@@ -77,7 +77,10 @@ def _reap(signum: int, frame: object) -> None:  # pragma: no cover - in the fork
 
 
 def _wants_dane_ta(env: dict[str, str]) -> bool:
-    """The job's DANE records include a DANE-TA (usage 2) one (``MXFDANE``)."""
+    """The job needs the X.509 library: a DANE-TA (usage 2) record in ``MXFDANE``, or the
+    WebPKI verdict of MTA-STS ``testing`` (``MXFWEBPKI=report``, ``tls/webpki.py``)."""
+    if env.get("MXFWEBPKI") == "report":
+        return True
     return any(record.strip().startswith("2 ") for record in env.get("MXFDANE", "").split(";"))
 
 
@@ -94,7 +97,7 @@ def _load_dane_ta() -> None:  # pragma: no cover - runs in the forker process
         import cryptography.x509
         import cryptography.x509.oid  # noqa: F401
 
-        from mxf_remote.tls import dane  # noqa: F401
+        from mxf_remote.tls import dane, webpki  # noqa: F401
     except ImportError:
         return
 

@@ -188,7 +188,8 @@ def assert_nothing_arrived(lab: tuple[Lab, DnssecLab]) -> None:
 
 
 class TestDelivered:
-    """The certificate matches the TLSA records: delivered, and only over TLS."""
+    """Delivered, and only over TLS: the certificate matches the TLSA records, or DANE asks
+    for TLS without authentication, or DANE does not apply."""
 
     @pytest.mark.parametrize(
         ("host", "address"),
@@ -196,6 +197,10 @@ class TestDelivered:
             ("ee.dane.test", EE),  # DANE-EE 3 1 1, a self-signed leaf
             ("ta.dane.test", TA),  # DANE-TA 2 1 1 on the intermediate the server sends
             ("eeexpired.dane.test", EE_EXPIRED),  # DANE-EE: no expiry and no name checks
+            # only a PKIX-EE (1 1 1) record: TLS mandatory, not authenticated (RFC 7672 §3.1.3)
+            ("unusable.dane.test", UNUSABLE),
+            # plain.test is unsigned: its (mismatching) TLSA record is ignored
+            ("insecure.plain.test", INSECURE),
         ],
     )
     def test_matching_certificate(
@@ -204,22 +209,6 @@ class TestDelivered:
         delivery = deliver(home, host, lab)
         assert_report(delivery, ACCEPTED % address.encode())
         assert_arrived_over_tls(lab[0].sinks[address])
-
-    def test_no_usable_record_still_means_tls(
-        self, home: QmailHome, lab: tuple[Lab, DnssecLab]
-    ) -> None:
-        """Only a PKIX-EE (1 1 1) record: TLS mandatory, not authenticated (RFC 7672 §3.1.3)."""
-        delivery = deliver(home, "unusable.dane.test", lab)
-        assert_report(delivery, ACCEPTED % UNUSABLE.encode())
-        assert_arrived_over_tls(lab[0].sinks[UNUSABLE])
-
-    def test_insecure_zone_is_opportunistic_as_before(
-        self, home: QmailHome, lab: tuple[Lab, DnssecLab]
-    ) -> None:
-        """plain.test is unsigned: its (mismatching) TLSA record is ignored."""
-        delivery = deliver(home, "insecure.plain.test", lab)
-        assert_report(delivery, ACCEPTED % INSECURE.encode())
-        assert_arrived_over_tls(lab[0].sinks[INSECURE])
 
     def test_no_downgrade_to_qmtp(self, home: QmailHome, lab: tuple[Lab, DnssecLab]) -> None:
         """MX 12801 (MXPS slice 1) would try QMTP first; the SMTP is DANE-protected, so QMTP

@@ -42,11 +42,9 @@ import tempfile
 import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from . import dnswire
-from .knot import _die_with_parent
+from .knot import ServesDns, _die_with_parent
 
 __all__ = ["DnssecLab", "DnssecLabError", "break_ds", "missing_tools"]
 
@@ -129,8 +127,11 @@ def _check_port_free(address: str, port: int) -> None:
                 ) from exc
 
 
-class DnssecLab:
+class DnssecLab(ServesDns):
     """knotd serving `zones` (origin -> zone text) and unbound validating them.
+
+    As a `ServesDns`, it is the validating resolver: `nameservers`, `env` and `address`
+    name unbound, never knotd (`authoritative`).
 
     `signed` origins are signed by knot; `broken_ds` (a subset of `signed`) get a wrong DS
     in their parent, so they validate as bogus; the others are insecure when delegated
@@ -155,6 +156,7 @@ class DnssecLab:
         self._validate()
         self.knot_address = knot_address
         self.resolver_address = resolver_address
+        self.listen = [resolver_address]
         self.port = port
         self.startup_seconds = 0.0
         self._dir: Path | None = None
@@ -192,23 +194,13 @@ class DnssecLab:
 
     @property
     def resolver(self) -> tuple[str, int]:
-        """(host, port) of unbound, the validating resolver."""
-        return self.resolver_address, self.port
+        """(host, port) of unbound, the validating resolver (the same as `address`)."""
+        return self.address
 
     @property
     def authoritative(self) -> tuple[str, int]:
         """(host, port) of knotd, the authoritative server (no validation, never AD=1)."""
         return self.knot_address, self.port
-
-    @property
-    def nameservers(self) -> list[str]:
-        """The validating resolver in the MXF_NAMESERVERS format: ["127.0.53.2:53"]."""
-        return [f"{self.resolver_address}:{self.port}"]
-
-    @property
-    def env(self) -> dict[str, str]:
-        """Environment for mxf-remote pointing it at the validating resolver."""
-        return {"MXF_NAMESERVERS": ",".join(self.nameservers)}
 
     @property
     def nameserver_name(self) -> str:
@@ -246,18 +238,6 @@ class DnssecLab:
         return "\n".join(parts)
 
     # -- lifecycle ----------------------------------------------------------------------
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Make keys and zones, start knotd, then unbound; return when both answer."""
         if self._dir is not None:

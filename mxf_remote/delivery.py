@@ -137,7 +137,7 @@ async def _answer(
 
     winner = outcome.connection
     try:
-        client = client_argv(outcome.attempt, arguments)
+        client = client_argv(outcome.attempt, arguments, dispatched.requirement)
         try:
             local, remote = winner.getsockname()[:2], winner.getpeername()[:2]
         except OSError as error:  # the peer reset the connection between connect and now

@@ -101,7 +101,7 @@ class DnssecLookup:
         if isinstance(asked, Status):
             return Answer(asked, ttl=None if asked is Status.TEMPFAIL else NEGATIVE_TTL)
         qtype = dnsmessage.TYPES[rtype]
-        current = dns_name(asked)
+        current = first = dns_name(asked)
         seen = {current}
         chain_ttl: int | None = None
         secure = True
@@ -129,7 +129,13 @@ class DnssecLookup:
             if wanted:
                 records = tuple(r.data for r in wanted)  # already in Answer's forms
                 ttl_used = min(r.ttl for r in wanted)
-                return Answer(Status.OK, records, ttl=_smallest(chain_ttl, ttl_used), secure=secure)
+                return Answer(
+                    Status.OK,
+                    records,
+                    ttl=_smallest(chain_ttl, ttl_used),
+                    secure=secure,
+                    canonical=end if end != first else "",
+                )
             if any(r.rtype not in COMPANION_TYPES for r in message.answers):
                 return Answer(Status.TEMPFAIL)  # records of another type: broken DNS
             if end == question.name:

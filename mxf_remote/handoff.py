@@ -76,13 +76,21 @@ OPENSSL_VARIABLES = ("SSL_CERT_DIR", "SSL_CERT_FILE")
 kept, so that the TLS client's WebPKI check (MTA-STS) trusts what the admin configured."""
 
 
-def client_argv(attempt: Attempt, arguments: Sequence[str]) -> list[str]:
-    """``program host sender recip...``, wrapped in the protocol's TLS client if it has one."""
+def client_argv(
+    attempt: Attempt, arguments: Sequence[str], requirement: Requirement | None = None
+) -> list[str]:
+    """``program host sender recip...``, wrapped in the protocol's TLS client if it has one.
+
+    The TLS server name (``-k``) is the exchanger's, or under a TLS policy its first
+    reference identifier: for DANE the TLSA base domain, which for an exchanger reached
+    through a secure CNAME is the CNAME's target (RFC 7672 §2.2.2).
+    """
     protocol = attempt.protocol
     assert protocol.program_path is not None
     argv = [protocol.program_path, *arguments]
     if protocol.tls_client_path is not None:
-        name = ["-k", attempt.exchanger] if attempt.named else []
+        server = requirement.names[0] if requirement and requirement.names else attempt.exchanger
+        name = ["-k", server] if attempt.named else []
         argv = [protocol.tls_client_path, *name, "--", *argv]
     return argv
 
@@ -190,11 +198,13 @@ def hand_off(
     environ: Mapping[str, str],
     inherited_mask: set[int | signal.Signals],
     tls: Mapping[str, str] | None = None,
+    requirement: Requirement | None = None,
 ) -> NoReturn:
     """Exec the protocol client of ``attempt`` on ``sock``; a failed exec is a Z report.
 
-    ``tls``: the winner's TLS policy variables (``tls_environment``)."""
-    argv = client_argv(attempt, arguments)
+    ``tls``: the winner's TLS policy variables (``tls_environment``); ``requirement`` the
+    policy itself (its first name is the TLS server name)."""
+    argv = client_argv(attempt, arguments, requirement)
     try:
         local, remote = _peer_addresses(sock)
     except OSError as error:  # the peer reset the connection between connect and now

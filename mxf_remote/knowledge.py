@@ -52,6 +52,11 @@ class Answer(NamedTuple, Generic[T_co]):
     §3.2.3), through a CNAME chain too.  Only ``dnssec.DnssecLookup`` (``control/dane``
     on) ever sets it; an answer from c-ares is never secure.  Part of what DNS said, so
     it counts for equality."""
+    canonical: str = ""
+    """Where a CNAME chain led: the name the records were found at, when that is not the
+    name asked ("" otherwise).  Only ``dnssec.DnssecLookup`` sets it (DANE's TLSA base
+    domain, RFC 7672 §2.2.2).  Said by DNS, but which alias a resolver reports is not
+    compared: it does not count for equality."""
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Answer):
@@ -117,7 +122,7 @@ def dns_name(name: str) -> str:
 class Knowledge:
     """Everything resolved so far for one delivery."""
 
-    __slots__ = ("ipv4", "ipv6", "mx", "srv", "tlsa")
+    __slots__ = ("aliases", "ipv4", "ipv6", "mx", "srv", "tlsa")
 
     def __init__(
         self,
@@ -139,6 +144,9 @@ class Knowledge:
         self.tlsa: dict[tuple[str, int], Answer[TLSA]] = tlsa if tlsa is not None else {}
         """``TLSA _<port>._tcp.<name>`` answers by (name, port); asked only with
         ``control/dane`` on, for the ports of the STARTTLS protocols."""
+        self.aliases: dict[str, str] = {}
+        """Exchanger name → the name its addresses were found at, when a *secure* CNAME
+        chain led there (RFC 7672 §2.2.2: the TLSA base domain is then that name first)."""
 
     def address_answers(self, name: str) -> tuple[Answer[str], Answer[str]]:
         """The (AAAA, A) answers for ``name``; pending when never asked."""

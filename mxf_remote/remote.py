@@ -111,6 +111,7 @@ def deliver(argv: list[str]) -> NoReturn:
             environ=os.environ,
             inherited_mask=inherited_mask,
             tls=tls_environment_of(dispatched, prepared),
+            requirement=dispatched.requirement,
         )
 
     from mxf_remote.explain import explain_failure

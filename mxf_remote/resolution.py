@@ -282,6 +282,17 @@ class Resolution:
 
         self._ask(f"_{port}._tcp.{name}", "TLSA", got_tlsa)
 
+    def _follow_alias(self, name: str, target: str) -> None:
+        """RFC 7672 §2.2.2: ``name``'s addresses came through a secure CNAME chain to
+        ``target``, so the TLSA base domain is ``target`` first: ask its TLSA too, at every
+        port ``name``'s was asked for.  (Only in DANE mode: no TLSA was asked otherwise.)"""
+        if name in self.knowledge.aliases:
+            return
+        self.knowledge.aliases[name] = target
+        for host, port in list(self.knowledge.tlsa):
+            if host == name:
+                self._resolve_tlsa(target, port)
+
     def _resolve_exchanger(self, name: str, services: set[str], port: int | None) -> None:
         """An exchanger's addresses, and its TLSA for every STARTTLS protocol.
 
@@ -338,6 +349,8 @@ class Resolution:
         The leading family is the destination's first (IPv6 unless
         ``control/addressfamilies`` says otherwise): its answer releases a held one.
         """
+        if answer.canonical and answer.secure and answer.status is Status.OK:
+            self._follow_alias(name, answer.canonical)
         leading = self.destination.families[0]
         if family != leading:
             if self._table(leading)[name].pending and answer.status is Status.OK:

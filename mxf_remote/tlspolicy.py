@@ -157,16 +157,37 @@ def dane_for_tlsa(answer: Answer[TLSA], name: str, port: int) -> Verdict | None:
     return Requirement(DANE_UNAUTHENTICATED, (), (name,))
 
 
+def dane_for_host(knowledge: Knowledge, name: str, port: int) -> Verdict | None:
+    """DANE's verdict for ``name``:``port``, its secure CNAME target first (RFC 7672 §2.2.2).
+
+    When the exchanger's addresses came through a secure CNAME chain, the TLSA records at
+    the chain's end are the ones that count, with both names as reference identifiers
+    (the target first: it is the TLSA base domain, and the SNI); when the target has no
+    TLSA records, those of the exchanger's own name are used.
+    """
+    target = knowledge.aliases.get(name)
+    if target is not None:
+        at_target = knowledge.tlsa.get((target, port))
+        if at_target is not None:
+            verdict = dane_for_tlsa(at_target, target, port)
+            if isinstance(verdict, Requirement):
+                return verdict._replace(names=(target, name))
+            if verdict is not None:
+                return verdict
+    answer = knowledge.tlsa.get((name, port))
+    return None if answer is None else dane_for_tlsa(answer, name, port)
+
+
 def dane_verdict(attempt: Attempt, knowledge: Knowledge) -> Verdict | None:
     """DANE's verdict on ``attempt``; None when DANE does not apply to it."""
     name = attempt.exchanger
     if not attempt.named or not address_is_secure(knowledge, name, attempt.address):
         return None
     if carries_tls(attempt):
-        answer = knowledge.tlsa.get((name, attempt.port))
-        return None if answer is None else dane_for_tlsa(answer, name, attempt.port)
+        return dane_for_host(knowledge, name, attempt.port)
+    hosts = {name, knowledge.aliases.get(name)}
     for (host, port), answer in knowledge.tlsa.items():
-        if host != name:
+        if host not in hosts:
             continue
         verdict = dane_for_tlsa(answer, host, port)
         if isinstance(verdict, Wait):

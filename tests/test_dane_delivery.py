@@ -45,6 +45,8 @@ EE_EXPIRED = "127.0.54.8"
 TA_EXPIRED = "127.0.54.9"
 UNUSABLE = "127.0.54.10"
 TA_WRONG_NAME = "127.0.54.11"
+CNAME_TARGET = "127.0.54.12"
+CNAME_TARGET_WRONG_KEY = "127.0.54.13"
 
 
 class Lab:
@@ -59,6 +61,7 @@ class Lab:
         self.ta_expired = pki.issued("taexp", "mx-taexp.dane.test", expired=True)
         self.ta_wrong_name = pki.issued("tawrong", "wrong-name.dane.test")
         self.ee_expired = pki.self_signed("eeexp", "somebody.else.example", expired=True)
+        self.target = pki.issued("target", "mx-target.dane.test")  # only the CNAME's target
         ee311 = self.ee.tlsa(3, 1, 1)
         anchor = pki.intermediate.tlsa(2, 1, 1)
         self.zones = {
@@ -90,6 +93,14 @@ _25._tcp.mx-taexp TLSA {anchor}
 tawrongname     MX    10 mx-tawrong
 mx-tawrong      A     {TA_WRONG_NAME}
 _25._tcp.mx-tawrong TLSA {anchor}
+cname           MX    10 mx-alias
+mx-alias        CNAME mx-target
+mx-target       A     {CNAME_TARGET}
+_25._tcp.mx-target TLSA {anchor}
+cnamebad        MX    10 mx-alias2
+mx-alias2       CNAME mx-target2
+mx-target2      A     {CNAME_TARGET_WRONG_KEY}
+_25._tcp.mx-target2 TLSA {ee311}
 unusable        MX    10 mx-unusable
 mx-unusable     A     {UNUSABLE}
 _25._tcp.mx-unusable TLSA {self.ee.tlsa(1, 1, 1)}
@@ -119,6 +130,8 @@ _25._tcp.mx     TLSA  {ee311}
             TA_EXPIRED: self.ta_expired,
             TA_WRONG_NAME: self.ta_wrong_name,
             UNUSABLE: self.other,
+            CNAME_TARGET: self.target,
+            CNAME_TARGET_WRONG_KEY: self.target,
         }
         for address, issued in serving.items():
             self.sinks[address] = SmtpSink(address, 25, server_context(issued))
@@ -201,6 +214,9 @@ class TestDelivered:
             ("unusable.dane.test", UNUSABLE),
             # plain.test is unsigned: its (mismatching) TLSA record is ignored
             ("insecure.plain.test", INSECURE),
+            # RFC 7672 §2.2.2: MX mx-alias is a secure CNAME to mx-target, whose TLSA (2 1 1)
+            # counts, and whose name the DANE-TA check accepts (the certificate has no other)
+            ("cname.dane.test", CNAME_TARGET),
         ],
     )
     def test_matching_certificate(
@@ -260,6 +276,8 @@ class TestRefused:
             ("wrongkey.dane.test", WRONG_KEY),
             ("taexpired.dane.test", TA_EXPIRED),
             ("tawrongname.dane.test", TA_WRONG_NAME),
+            # the TLSA at the CNAME's target names another key; mx-alias2 itself has none
+            ("cnamebad.dane.test", CNAME_TARGET_WRONG_KEY),
         ],
     )
     def test_certificate_not_matching(

@@ -127,6 +127,7 @@ class TestSecurity:
             asked = list(server.queries)
         assert answer == Answer(Status.OK, ("192.0.2.1",), secure=True)
         assert answer.ttl == 9
+        assert answer.canonical == "t.two"  # DANE's TLSA base domain (RFC 7672 §2.2.2)
         assert asked == [(b"alias.one.test", A, "udp"), (b"t.two", A, "udp")]
 
     def test_a_secure_denial_is_secure(self) -> None:
@@ -290,6 +291,7 @@ class TestFailures:
             "A",
         )
         assert (answer.status, answer.records) == (Status.OK, ("192.0.2.7",))
+        assert answer.canonical == "h.new.test"
 
     @pytest.mark.parametrize("rcode", [1, 4, 5, 16])
     def test_other_rcodes_are_temporary(self, rcode: int) -> None:

@@ -553,3 +553,30 @@ class TestTlsa:
         run = resolve(dns_destination(HOST, STARTTLS_SMTP), lookup, timeout=2.0, dane=True)
         assert run.over_at == 2000.0
         assert run.resolution.knowledge.tlsa[("mx1.example.test", 25)] == SERVFAIL
+
+    def test_a_secure_cname_target_gets_its_tlsa_asked_too(self) -> None:
+        """RFC 7672 §2.2.2: mx1's A came through a secure CNAME to mx.provider.test."""
+        through_cname = Answer(Status.OK, ("192.0.2.1",), secure=True, canonical="mx.provider.test")
+        lookup = scripted(
+            {
+                (HOST, "MX"): (0.010, mx((10, "mx1.example.test"))),
+                ("mx1.example.test", "A"): (0.002, through_cname),
+                ("_25._tcp.mx1.example.test", "TLSA"): (0.004, NODATA),
+                ("_25._tcp.mx.provider.test", "TLSA"): (0.004, NODATA),
+            }
+        )
+        run = resolve(dns_destination(HOST, STARTTLS_SMTP), lookup, dane=True)
+        assert ("_25._tcp.mx.provider.test", "TLSA", 12.0) in asked(run)
+        assert run.resolution.knowledge.aliases == {"mx1.example.test": "mx.provider.test"}
+
+    def test_an_insecure_cname_target_is_not_followed(self) -> None:
+        through_cname = Answer(Status.OK, ("192.0.2.1",), canonical="mx.provider.test")
+        lookup = scripted(
+            {
+                (HOST, "MX"): (0.010, mx((10, "mx1.example.test"))),
+                ("mx1.example.test", "A"): (0.002, through_cname),
+            }
+        )
+        run = resolve(dns_destination(HOST, STARTTLS_SMTP), lookup, dane=True)
+        assert all(name != "_25._tcp.mx.provider.test" for name, _, _ in asked(run))
+        assert run.resolution.knowledge.aliases == {}

@@ -418,3 +418,46 @@ class TestTheHandoffWaits:
         fates = {f.attempt.exchanger: f.fate for f in result.outcome.fates}
         assert fates == {"mx1.example.org": Fate.RUNNER_UP_CLOSED, "mx2.example.org": Fate.WON}
         assert result.requirement == NO_REQUIREMENT
+
+
+class TestCnameExchangers:
+    """RFC 7672 §2.2.2: an exchanger reached through a secure CNAME chain has the chain's
+    target as its TLSA base domain first, its own name second."""
+
+    def known(self, target_tlsa: Answer[TLSA] | None, own: Answer[TLSA] | None) -> Knowledge:
+        known = knowledge(tlsa=own)
+        known.aliases["mx1.example.org"] = "mx.provider.net"
+        if target_tlsa is not None:
+            known.tlsa[("mx.provider.net", 25)] = target_tlsa
+        return known
+
+    def test_the_target_s_records_and_both_names(self) -> None:
+        decided = verdict(smtp(), self.known(secure(TA), secure(EE)), NO_STS)  # type: ignore[arg-type]
+        assert decided == Requirement(DANE, (TA,), ("mx.provider.net", "mx1.example.org"))
+
+    def test_no_records_at_the_target_fall_back_to_the_own_name(self) -> None:
+        nothing = Answer(Status.NODATA, secure=True)
+        decided = verdict(smtp(), self.known(nothing, secure(EE)), NO_STS)  # type: ignore[arg-type]
+        assert decided == Requirement(DANE, (EE,), ("mx1.example.org",))
+
+    def test_the_target_s_lookup_is_waited_for_and_its_failure_refuses(self) -> None:
+        pending = self.known(Answer(Status.PENDING), Answer(Status.NODATA, secure=True))
+        assert verdict(smtp(), pending, NO_STS) == Wait("TLSA of mx.provider.net")
+        failed = self.known(Answer(Status.TEMPFAIL), Answer(Status.NODATA, secure=True))
+        assert isinstance(verdict(smtp(), failed, NO_STS), Refusal)
+
+    def test_qmtp_is_refused_when_the_target_is_protected(self) -> None:
+        known = self.known(secure(EE), Answer(Status.NODATA, secure=True))  # type: ignore[arg-type]
+        assert isinstance(verdict(qmtp(), known, NO_STS), Refusal)
+
+    def test_the_tls_server_name_is_the_tlsa_base_domain(self) -> None:
+        from mxf_remote.handoff import client_argv
+
+        requirement = Requirement(DANE, (TA,), ("mx.provider.net", "mx1.example.org"))
+        argv = client_argv(smtp(), ["example.org", "a@b", "c@d"], requirement)
+        assert argv[:3] == ["/bin/ucspitlsc", "-k", "mx.provider.net"]
+        assert client_argv(smtp(), ["example.org", "a@b", "c@d"])[:3] == [
+            "/bin/ucspitlsc",
+            "-k",
+            "mx1.example.org",
+        ]

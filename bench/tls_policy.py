@@ -66,13 +66,11 @@ import platform
 import queue
 import re
 import resource
-import socket
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,6 +83,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from tests.infra.netns import enter_private_netns  # noqa: E402
+from tests.stskit import PolicyHost  # noqa: E402
 
 NETNS_PROBLEM = enter_private_netns()  # before any thread
 
@@ -204,81 +203,6 @@ def trustme_context(authority: object, name: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     authority.issue_cert(name).configure_cert(context)  # type: ignore[attr-defined]
     return context
-
-
-class PolicyHost:
-    """HTTPS on ``POLICY_HOST``:443 serving the policy; counts requests and its own CPU.
-
-    Its CPU is ``time.thread_time()`` from each accepted connection to its close: the
-    TLS handshake, the request, the answer.  The idle polling of ``accept`` is left out.
-    """
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        from tests.infra.netns import listen_tcp
-
-        self.sock = listen_tcp(POLICY_HOST, 443)
-        self.context = context
-        self.accepted = 0
-        self.served = 0
-        self.cpu = 0.0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        self.sock.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                raw, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            began = time.thread_time()
-            with self._lock:
-                self.accepted += 1
-            self._answer(raw)
-            with self._lock:
-                self.cpu += time.thread_time() - began
-                self.served += 1
-
-    def _answer(self, raw: socket.socket) -> None:
-        raw.settimeout(5)
-        try:
-            conn = self.context.wrap_socket(raw, server_side=True)
-        except OSError:
-            raw.close()
-            return
-        with conn:
-            try:
-                request = conn.recv(65536)
-            except OSError:
-                return
-            path = request.split(b"\r\n", 1)[0]
-            if path.startswith(b"GET /.well-known/mta-sts.txt "):
-                head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n"
-                body = STS_POLICY
-            else:
-                head, body = b"HTTP/1.0 404 Not Found\r\n", b""
-            head += b"Content-Length: %d\r\n\r\n" % len(body)
-            with contextlib.suppress(OSError):
-                conn.sendall(head + body)
-
-    def reading(self, deadline: float) -> tuple[float, int]:
-        """(CPU seconds, requests) so far, once every accepted request is answered."""
-        while True:
-            with self._lock:
-                if self.served == self.accepted:
-                    return self.cpu, self.served
-            if time.monotonic() > deadline:
-                raise RuntimeError("the policy host is still answering a request")
-            time.sleep(0.001)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 # -- scenarios and homes ---------------------------------------------------------------
@@ -638,7 +562,11 @@ def measure(options: argparse.Namespace, tmp: Path) -> tuple[PathResult, PathRes
                 STS: Exchanger(STS, trustme_context(authority, f"mx-sts.{DOMAIN}")),
             }
             stoppable += sinks.values()
-            policy = PolicyHost(trustme_context(authority, f"mta-sts.sts.{DOMAIN}"))
+            policy = PolicyHost(
+                POLICY_HOST,
+                trustme_context(authority, f"mta-sts.sts.{DOMAIN}"),
+                lambda domain: (200, STS_POLICY),
+            )
             stoppable.append(policy)
             server = Remoted(tmp / "remoted", sockets / "remoted.sock")
             stoppable.append(server)

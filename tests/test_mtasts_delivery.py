@@ -11,13 +11,11 @@ which both the policy fetch and the TLS client's check read as "the system's CAs
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +29,7 @@ from tests.infra.knot import KnotServer
 from tests.infra.netns import listen_tcp
 from tests.remotekit import MXF_REMOTE, Delivery, QmailHome, run_remote
 from tests.sinkkit import SmtpSink
+from tests.stskit import PolicyHost
 
 pytestmark = [pytest.mark.knot, pytest.mark.usefixtures("netns")]
 
@@ -108,60 +107,10 @@ POLICIES: dict[str, tuple[int, bytes]] = {
 }
 
 
-class PolicyHost:
-    """HTTPS on 127.0.55.80:443, answering by Host; ``stall`` never answers."""
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self.sock = listen_tcp(POLICY_HOST, 443)
-        self.context = context
-        self.hits: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        self.sock.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                raw, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            raw.settimeout(5)
-            try:
-                conn = self.context.wrap_socket(raw, server_side=True)
-                request = conn.recv(65536).decode("latin-1")
-            except OSError:
-                raw.close()
-                continue
-            host = next(
-                (line.split(":", 1)[1].strip() for line in request.split("\r\n")
-                 if line.lower().startswith("host:")),
-                "",
-            )  # fmt: skip
-            domain = host.removeprefix("mta-sts.").removesuffix(".sts.test")
-            self.hits[domain] = self.hits.get(domain, 0) + 1
-            if domain == "stall":  # not answered for longer than the connect phase (2 s)
-                conn.settimeout(STALL_SECONDS)
-                with contextlib.suppress(OSError):
-                    while conn.recv(4096):
-                        pass
-                conn.close()
-                continue
-            status, body = POLICIES.get(domain, (404, b""))
-            head = f"HTTP/1.0 {status} X\r\nContent-Type: text/plain\r\n"
-            if status == 301:
-                head += "Location: https://elsewhere.example/\r\n"
-            head += f"Content-Length: {len(body)}\r\n\r\n"
-            with contextlib.suppress(OSError):
-                conn.sendall(head.encode() + body)
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
+def answer_policy(domain: str) -> tuple[int, bytes] | None:
+    """What the policy host answers for ``mta-sts.<domain>``; ``stall`` never answers."""
+    name = domain.removesuffix(".sts.test")
+    return None if name == "stall" else POLICIES.get(name, (404, b""))
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +150,10 @@ def exchangers(ca: tuple[trustme.CA, Path]) -> Iterator[dict[str, Any]]:
         made[TESTING] = SmtpSink(TESTING, 25, context_for(authority, "somebody.else"))
         made["qmtp"] = listen_tcp(BOTH, 209)
         made["policy"] = PolicyHost(
-            context_for(authority, *(f"mta-sts.{d}.sts.test" for d in DOMAINS))
+            POLICY_HOST,
+            context_for(authority, *(f"mta-sts.{d}.sts.test" for d in DOMAINS)),
+            answer_policy,
+            stall_seconds=STALL_SECONDS,
         )
         yield made
     finally:
@@ -376,11 +328,11 @@ class TestPolicySources:
     def test_a_cached_policy_with_the_same_id_is_not_fetched_again(self, world: World) -> None:
         home, knot, ca, exchangers = world
         hits = exchangers["policy"].hits
-        before = hits.get("cached", 0)
+        before = hits.get("cached.sts.test", 0)
         for _ in range(2):
             assert_report(deliver(home, "cached.sts.test", knot, ca), ACCEPTED % GOOD.encode())
             exchangers[GOOD].arrival()
-        assert hits.get("cached", 0) == before + 1
+        assert hits.get("cached.sts.test", 0) == before + 1
 
 
 def test_tlsrpt_prints_the_day_s_report_with_its_rua(
@@ -451,9 +403,9 @@ class TestRefresh:
         old = parse_policy(POLICIES["enforce"][1])
         PolicyCache(str(cache_dir)).store("enforce.sts.test", "old1", old, time.time() - 80_000)
         hits = exchangers["policy"].hits
-        before = hits.get("enforce", 0)
+        before = hits.get("enforce.sts.test", 0)
         assert self.run_round(cache_dir, knot, ca) == 1
-        assert hits.get("enforce", 0) == before + 1
+        assert hits.get("enforce.sts.test", 0) == before + 1
         renewed = PolicyCache(str(cache_dir)).load("enforce.sts.test")
         assert renewed is not None
         assert renewed.id == "20261201T000000"
@@ -468,9 +420,9 @@ class TestRefresh:
         PolicyCache(str(cache_dir)).store(
             "enforce.sts.test", "20261201T000000", policy, time.time()
         )
-        before = exchangers["policy"].hits.get("enforce", 0)
+        before = exchangers["policy"].hits.get("enforce.sts.test", 0)
         assert self.run_round(cache_dir, knot, ca) == 0
-        assert exchangers["policy"].hits.get("enforce", 0) == before
+        assert exchangers["policy"].hits.get("enforce.sts.test", 0) == before
 
 
 @pytest.mark.cold_only("the probe runs its own dispatch")

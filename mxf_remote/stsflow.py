@@ -71,13 +71,13 @@ class StsFlow:
     ) -> None:
         self.domain = policy_domain(domain) or ""
         self._environ = environ if environ is not None else {}
+        """The delivery's environment: its ``SSL_CERT_DIR``/``SSL_CERT_FILE`` say which CAs
+        the policy host's certificate must come from."""
         self._refresh = refresh
+        """Fetch even when the cached policy has the TXT record's id (``stsrefresh``)."""
         self._report = report
         """Record a failed fetch for TLS-RPT (not for the probe: it delivers nothing, and a
         spool file it made as root could not be appended to by the delivery user)."""
-        """Fetch even when the cached policy has the TXT record's id (``stsrefresh``)."""
-        """The delivery's environment: its ``SSL_CERT_DIR``/``SSL_CERT_FILE`` say which CAs
-        the policy host's certificate must come from."""
         self.cache = PolicyCache(cache_dir)
         self.cache_dir = cache_dir
         self._lookup = lookup
@@ -91,10 +91,6 @@ class StsFlow:
         self._task: asyncio.Task[None] | None = None
         self._view = StsView("pending", self.domain)
         self._cached: CachedPolicy | None = None
-        self.record_id: str | None = None
-        """The ``id`` of the domain's TXT record, once known."""
-        self.fetch_error: str | None = None
-        """Why the fetch failed, when it did (for the probe and the trace)."""
 
     def view(self) -> StsView:
         """What is known now (``tlspolicy.StsView``)."""
@@ -161,7 +157,6 @@ class StsFlow:
             why = "TXT lookup failed" if status is Status.TEMPFAIL else "no MTA-STS record"
             self._settle_fallback(why)
             return
-        self.record_id = record.id
         cached = self._cached
         same = cached is not None and cached.id == record.id and cached.fresh(self._wall())
         if cached is not None and same and not self._refresh:
@@ -192,13 +187,13 @@ class StsFlow:
             )
             return parse_policy(body)
         except stsfetch.FetchError as error:
-            self._failed(error.result_type, str(error))
+            self._failed(error.result_type, error.text)
         except PolicyError as error:
             self._failed("sts-policy-invalid", str(error))
         return None
 
     def _failed(self, result_type: str, text: str) -> None:
-        self.fetch_error = f"{result_type}: {text}"
+        why = f"{result_type}: {text}"  # the fallback view's source: the probe shows it
         if self._report and self.cache_dir:
             from mxf_remote import tlsrpt
 
@@ -216,7 +211,7 @@ class StsFlow:
                 receiving_mx="",
                 reason=text,
             )
-        self._settle_fallback(self.fetch_error)
+        self._settle_fallback(why)
 
     def _settle_fallback(self, why: str) -> None:
         cached = self._cached

@@ -106,13 +106,13 @@ class StsFlow:
         if not self.domain:  # not a name a policy can be published for
             self._view = StsView("none", self.domain, source="not a domain name")
             return
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = asyncio.get_running_loop().create_task(self._guarded())
 
     async def run(self) -> StsView:
         """The whole flow, awaited (``stsrefresh`` renews a policy this way)."""
         if not self.domain:
             return StsView("none", self.domain, source="not a domain name")
-        await self._run()
+        await self._guarded()
         return self._view
 
     def give_up(self) -> None:
@@ -148,6 +148,16 @@ class StsFlow:
         query.answered, query.status, query.records = self._clock(), answer.status, answer.records
         query.cached, query.secure = answer.cached, answer.secure
         return answer.status, answer.records
+
+    async def _guarded(self) -> None:
+        """``_run``, a bug in which costs the policy, never the delivery: an exception left
+        in a task would be printed on stderr -- the report pipe -- when it is collected."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._settle_fallback(f"internal error: {type(error).__name__}: {error}")
 
     async def _run(self) -> None:
         self._cached = self.cache.load(self.domain)

@@ -110,4 +110,11 @@ class PolicyRefresher:
         """Round after round until cancelled."""
         while True:
             await asyncio.sleep(interval)
-            await self.refresh_due()
+            try:
+                await self.refresh_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a bug must not end the renewals for good
+                from mxf_remote.server import log
+
+                log(f"policy renewal: internal error: {type(error).__name__}: {error}")
